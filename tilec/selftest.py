@@ -1,0 +1,144 @@
+"""``tilec selftest``: every library kernel on a standard case set against independent
+numpy/torch oracles. Backends plug in through ``RUNNERS``: a runner takes a specialised kernel
+and a dict of numpy arrays/scalars and writes the outputs into those arrays."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tilec.compiler import compile_file
+from tilec.ir import dtypes as D
+from tilec.kernels import find_kernel
+from tilec.testing import oracle as O
+from tilec.testing.attention_cases import make_standard_cases
+
+
+def _run_reference(kernel, args):
+    from codegen.reference import run
+    run(kernel, args)
+
+
+RUNNERS: dict[str, Callable] = {"reference": _run_reference}
+
+
+@dataclass
+class Result:
+    kernel: str
+    case: str
+    max_err: float
+    ok: bool
+    seconds: float
+    note: str = ""
+
+
+_SPEC_CACHE: dict = {}
+
+
+def specialise(kernel: str, **binding):
+    key = (kernel, tuple(sorted(binding.items())))
+    if key not in _SPEC_CACHE:
+        _SPEC_CACHE[key] = compile_file(find_kernel(kernel), kernel, binding)[kernel]
+    return _SPEC_CACHE[key]
+
+
+def _rand(rng, shape, dt):
+    return rng.standard_normal(shape).astype(np.float32).astype(D.to_numpy(dt))
+
+
+def _err(actual, expected, dtype):
+    atol, rtol = O.tolerance(dtype)
+    a, e = O.to_f32(actual), np.asarray(expected, np.float32)
+    diff = np.abs(a - e)
+    ok = bool(np.all(np.isfinite(a)) and np.all(diff <= atol + rtol * np.abs(e)))
+    return float(diff.max()) if diff.size else 0.0, ok
+
+
+def gemm_cases(quick: bool):
+    ms = [1, 7, 33, 64] if quick else [1, 7, 16, 33, 64, 100]
+    for dt in ("f16", "bf16"):
+        for trans in (False, True):
+            for m in ms:
+                # K and N are fixed per model: one case specialises them, the rest stay runtime
+                yield dt, trans, m, 96, 80, {}
+            if not quick:
+                yield dt, trans, 45, 64, 64, {"K": 64, "N": 64}
+
+
+def run_gemm(backend, quick, rng):
+    for dt, trans, m, k, n, extra in gemm_cases(quick):
+        name = "smooth_gemm_t" if trans else "smooth_gemm"
+        kern = specialise(name, DT=dt, BM=32, BN=32, BK=32, **extra)
+        a = _rand(rng, (m, k), dt)
+        b = _rand(rng, (n, k) if trans else (k, n), dt)
+        c = np.full((m, n), np.nan, D.to_numpy(dt))
+        t0 = time.perf_counter()
+        RUNNERS[backend](kern, {"A": a, ("W" if trans else "B"): b, "C": c})
+        dt_s = time.perf_counter() - t0
+        err, ok = _err(c, O.gemm_oracle(a, b, trans_b=trans), dt)
+        yield Result(name, f"{dt} M={m} N={n} K={k}{' (N,K static)' if extra else ''}", err, ok, dt_s)
+
+
+def run_layers(backend, quick, rng):
+    for dt in ("f16", "bf16"):
+        for m, n in ((5, 96), (33, 576)):
+            x, w = _rand(rng, (m, n), dt), _rand(rng, (n,), dt)
+            y = np.full((m, n), np.nan, D.to_numpy(dt))
+            kern = specialise("rmsnorm", DT=dt, BM=4, BN=1024 if n > 128 else 128)
+            t0 = time.perf_counter()
+            RUNNERS[backend](kern, {"X": x, "W": w, "Y": y, "eps": 1e-6})
+            err, ok = _err(y, O.rmsnorm_oracle(x, w, 1e-6), dt)
+            yield Result("rmsnorm", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
+        for m, n in ((3, 100), (40, 300)):
+            g, u = _rand(rng, (m, n), dt), _rand(rng, (m, n), dt)
+            y = np.full((m, n), np.nan, D.to_numpy(dt))
+            kern = specialise("silu_mul", DT=dt)
+            t0 = time.perf_counter()
+            RUNNERS[backend](kern, {"G": g, "U": u, "Y": y})
+            err, ok = _err(y, O.silu_mul_oracle(g, u), dt)
+            yield Result("silu_mul", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
+        for t, h, d in ((1, 2, 64), (19, 3, 128)):
+            x = _rand(rng, (t, h, d), dt)
+            pos = rng.integers(0, 300, size=t).astype(np.int32)
+            cos, sin = O.rope_cache(512, d)
+            y = np.full((t, h, d), np.nan, D.to_numpy(dt))
+            kern = specialise("rope", DT=dt, D=d, HALF=d // 2)
+            t0 = time.perf_counter()
+            RUNNERS[backend](kern, {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y})
+            err, ok = _err(y, O.rope_oracle(x, pos, cos, sin), dt)
+            yield Result("rope", f"{dt} T={t} H={h} D={d}", err, ok, time.perf_counter() - t0)
+
+
+def attention_args(case, bm: int, num_cores: int = 4):
+    from runtime.plan import plan
+    p = plan(case.stages, case.num_kv_heads, case.group, bm, num_cores)
+    out = np.full(case.q.shape, np.nan, case.q.dtype)
+    return p, {"Q": case.q, "KC": case.k_cache, "VC": case.v_cache, "O": out,
+               "BT": case.block_table.astype(np.int32), "TASKS": p.task_table.astype(np.int32),
+               "TREE": p.tree_mask.astype(np.int32), "scale": float(case.scale)}
+
+
+def run_attention(backend, quick, rng):
+    for case in make_standard_cases(seed=int(rng.integers(1 << 30)), quick=quick):
+        g = case.group
+        bm = max(16, g * 2)
+        dt = D.from_numpy(case.q.dtype)
+        kern = specialise("meta_attention", DT=dt, BM=bm, BN=16, D=case.head_dim, G=g)
+        p, args = attention_args(case, bm)
+        t0 = time.perf_counter()
+        RUNNERS[backend](kern, args)
+        err, ok = _err(args["O"], O.attention_oracle(case), dt)
+        yield Result("meta_attention", f"{case.name} ({len(case.stages)} stages, {p.num_tasks} tasks)",
+                     err, ok, time.perf_counter() - t0)
+
+
+def selftest(backend: str, quick: bool = False, seed: int = 0, only: str | None = None):
+    if backend not in RUNNERS:
+        raise KeyError(backend)
+    rng = np.random.default_rng(seed)
+    for gen in (run_gemm, run_layers, run_attention):
+        for r in gen(backend, quick, rng):
+            if only is None or r.kernel == only:
+                yield r
