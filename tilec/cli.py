@@ -74,13 +74,18 @@ def ir(file, kernel, defines, no_passes):
 
 @main.command()
 @click.option("--backend", "-b", default="reference", show_default=True,
-              type=click.Choice(["reference"]), help="backend to test")
+              type=click.Choice(["reference", "cpu", "triton"]), help="backend to test")
 @click.option("--quick", is_flag=True, help="a smaller case set")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--kernel", "only", default=None, help="only this library kernel")
 def selftest(backend, quick, seed, only):
     """Run every library kernel on the standard cases against independent oracles."""
-    from tilec.selftest import selftest as run
+    from tilec.selftest import runner, selftest as run
+    try:
+        runner(backend)
+    except KeyError as e:
+        click.echo(f"tilec selftest: error: {e.args[0]}", err=True)
+        sys.exit(1)
     n = failed = 0
     click.echo(f"{'kernel':<16} {'case':<58} {'max err':>10} {'time':>8}  result")
     for r in run(backend, quick=quick, seed=seed, only=only):

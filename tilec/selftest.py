@@ -16,12 +16,20 @@ from tilec.testing import oracle as O
 from tilec.testing.attention_cases import make_standard_cases
 
 
-def _run_reference(kernel, args):
-    from codegen.reference import run
-    run(kernel, args)
+# backend name -> module whose ``run(kernel, args)`` executes a kernel on numpy arrays in place
+RUNNERS: dict[str, str] = {"reference": "codegen.reference", "cpu": "codegen.cpu",
+                           "triton": "codegen.triton"}
 
 
-RUNNERS: dict[str, Callable] = {"reference": _run_reference}
+def runner(backend: str) -> Callable:
+    import importlib
+    if backend not in RUNNERS:
+        raise KeyError(f"unknown backend '{backend}'; known: {', '.join(RUNNERS)}")
+    try:
+        mod = importlib.import_module(RUNNERS[backend])
+    except ModuleNotFoundError as e:
+        raise KeyError(f"backend '{backend}' is not available in this build ({e})") from None
+    return mod.run
 
 
 @dataclass
@@ -68,6 +76,7 @@ def gemm_cases(quick: bool):
 
 
 def run_gemm(backend, quick, rng):
+    run_ = runner(backend)
     for dt, trans, m, k, n, extra in gemm_cases(quick):
         name = "smooth_gemm_t" if trans else "smooth_gemm"
         kern = specialise(name, DT=dt, BM=32, BN=32, BK=32, **extra)
@@ -75,20 +84,21 @@ def run_gemm(backend, quick, rng):
         b = _rand(rng, (n, k) if trans else (k, n), dt)
         c = np.full((m, n), np.nan, D.to_numpy(dt))
         t0 = time.perf_counter()
-        RUNNERS[backend](kern, {"A": a, ("W" if trans else "B"): b, "C": c})
+        run_(kern, {"A": a, ("W" if trans else "B"): b, "C": c})
         dt_s = time.perf_counter() - t0
         err, ok = _err(c, O.gemm_oracle(a, b, trans_b=trans), dt)
         yield Result(name, f"{dt} M={m} N={n} K={k}{' (N,K static)' if extra else ''}", err, ok, dt_s)
 
 
 def run_layers(backend, quick, rng):
+    run_ = runner(backend)
     for dt in ("f16", "bf16"):
         for m, n in ((5, 96), (33, 576)):
             x, w = _rand(rng, (m, n), dt), _rand(rng, (n,), dt)
             y = np.full((m, n), np.nan, D.to_numpy(dt))
             kern = specialise("rmsnorm", DT=dt, BM=4, BN=1024 if n > 128 else 128)
             t0 = time.perf_counter()
-            RUNNERS[backend](kern, {"X": x, "W": w, "Y": y, "eps": 1e-6})
+            run_(kern, {"X": x, "W": w, "Y": y, "eps": 1e-6})
             err, ok = _err(y, O.rmsnorm_oracle(x, w, 1e-6), dt)
             yield Result("rmsnorm", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
         for m, n in ((3, 100), (40, 300)):
@@ -96,7 +106,7 @@ def run_layers(backend, quick, rng):
             y = np.full((m, n), np.nan, D.to_numpy(dt))
             kern = specialise("silu_mul", DT=dt)
             t0 = time.perf_counter()
-            RUNNERS[backend](kern, {"G": g, "U": u, "Y": y})
+            run_(kern, {"G": g, "U": u, "Y": y})
             err, ok = _err(y, O.silu_mul_oracle(g, u), dt)
             yield Result("silu_mul", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
         for t, h, d in ((1, 2, 64), (19, 3, 128)):
@@ -106,7 +116,7 @@ def run_layers(backend, quick, rng):
             y = np.full((t, h, d), np.nan, D.to_numpy(dt))
             kern = specialise("rope", DT=dt, D=d, HALF=d // 2)
             t0 = time.perf_counter()
-            RUNNERS[backend](kern, {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y})
+            run_(kern, {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y})
             err, ok = _err(y, O.rope_oracle(x, pos, cos, sin), dt)
             yield Result("rope", f"{dt} T={t} H={h} D={d}", err, ok, time.perf_counter() - t0)
 
@@ -121,6 +131,7 @@ def attention_args(case, bm: int, num_cores: int = 4):
 
 
 def run_attention(backend, quick, rng):
+    run_ = runner(backend)
     for case in make_standard_cases(seed=int(rng.integers(1 << 30)), quick=quick):
         g = case.group
         bm = max(16, g * 2)
@@ -128,15 +139,14 @@ def run_attention(backend, quick, rng):
         kern = specialise("meta_attention", DT=dt, BM=bm, BN=16, D=case.head_dim, G=g)
         p, args = attention_args(case, bm)
         t0 = time.perf_counter()
-        RUNNERS[backend](kern, args)
+        run_(kern, args)
         err, ok = _err(args["O"], O.attention_oracle(case), dt)
         yield Result("meta_attention", f"{case.name} ({len(case.stages)} stages, {p.num_tasks} tasks)",
                      err, ok, time.perf_counter() - t0)
 
 
 def selftest(backend: str, quick: bool = False, seed: int = 0, only: str | None = None):
-    if backend not in RUNNERS:
-        raise KeyError(backend)
+    runner(backend)     # fail early, naming the backend
     rng = np.random.default_rng(seed)
     for gen in (run_gemm, run_layers, run_attention):
         for r in gen(backend, quick, rng):
