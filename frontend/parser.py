@@ -39,6 +39,11 @@ _TERMINAL_NAMES = {
 }
 
 
+def _int(tok) -> int:
+    s = str(tok)
+    return int(s, 16) if s[:2] in ("0x", "0X") else int(s, 10)
+
+
 def _tok_loc(tok: Token) -> Loc:
     end = tok.end_column if tok.end_line == tok.line else None
     return Loc(tok.line, tok.column, end)
@@ -90,13 +95,13 @@ class _ToAst(Transformer):
         return (str(items[0]), _tok_loc(items[0]))
 
     def dim_int(self, meta, items):
-        return (int(items[0], 0), _tok_loc(items[0]))
+        return (_int(items[0]), _tok_loc(items[0]))
 
     def default_int(self, meta, items):
-        return (int(items[0], 0),)
+        return (_int(items[0]),)
 
     def default_neg_int(self, meta, items):
-        return (-int(items[0], 0),)
+        return (-_int(items[0]),)
 
     def default_name(self, meta, items):
         return (str(items[0]),)
@@ -221,7 +226,7 @@ class _ToAst(Transformer):
         return A.Name(str(items[0]), loc=_tok_loc(items[0]))
 
     def int_lit(self, meta, items):
-        return A.Int(int(items[0], 0), loc=_tok_loc(items[0]))
+        return A.Int(_int(items[0]), loc=_tok_loc(items[0]))
 
     def float_lit(self, meta, items):
         return A.Float(float(items[0]), loc=_tok_loc(items[0]))

@@ -180,6 +180,12 @@ class Lowering:
 
     def unify(self, a, b, loc, dtype: str | None = None):
         """Make two operands (values or statics) the same type; return (va, vb, dtype)."""
+        for x in (a, b):
+            if x is POISON:
+                return None
+            if not isinstance(x, (Value, int, float, bool)):
+                self.err(loc, f"expected a number or tile, got {self.describe(x)}")
+                return None
         if isinstance(a, Value) and isinstance(b, Value):
             dt = dtype or D.promote(a.type.dtype, b.type.dtype)
         elif isinstance(a, Value):
@@ -925,6 +931,8 @@ class Lowering:
         if a is None:
             return POISON
         v = a["value"]
+        if not isinstance(v, (Value, int, float, bool)):
+            return self.err(e.loc, f"fill value must be a number, got {self.describe(v)}")
         dt = a["dtype"] or DType(v.type.dtype if isinstance(v, Value) else self.static_dtype(v))
         return self._full(e, a["shape"], v, dt, e.args[0] if e.args else e)
 
@@ -933,6 +941,8 @@ class Lowering:
         dt = self._dtype(dtype, e)
         if shp is None or dt is None:
             return POISON
+        if not isinstance(value, (Value, int, float, bool)):
+            return self.err(e.loc, f"fill value must be a number, got {self.describe(value)}")
         if isinstance(value, Value):
             if not value.type.is_scalar:
                 return self.err(e.loc, "full() value must be a scalar")

@@ -97,5 +97,171 @@ def selftest(backend, quick, seed, only):
     sys.exit(1 if failed or n == 0 else 0)
 
 
+# ---------------------------------------------------------------- artifact directories (cache)
+
+def _fail(msg: str):
+    click.echo(f"tilec: error: {msg}", err=True)
+    sys.exit(1)
+
+
+@main.command("compile")
+@click.argument("sources", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", "target_list", required=True, metavar="T[,T...]",
+              help="targets to compile for (cpu, h100, h200, ascend910b2, ascend910b4)")
+@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
+              help="artifact directory (created if needed)")
+@click.option("--backend", "-b", default=None, type=click.Choice(["reference", "cpu", "triton"]),
+              help="override the target's backend")
+@click.option("-j", "jobs_n", default=None, type=click.IntRange(min=1),
+              help="parallel worker processes (default: CPU count)")
+@click.option("--kernel", "-k", "kernels", multiple=True, help="only this kernel (repeatable)")
+@click.option("--variants", "variants_path", default=None, type=click.Path(path_type=Path),
+              help="variant-space JSON for the library (default: tilec/kernels/variants.json)")
+@click.option("-D", "defines", multiple=True, metavar="NAME=VALUE",
+              help="bind a const or dim (SOURCES only; the library uses its variant spaces)")
+@click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: on a terminal)")
+def compile_cmd(sources, target_list, out, backend, jobs_n, kernels, variants_path, defines, progress):
+    """Compile kernels into an artifact directory: one entry per (kernel, const binding,
+    backend, target), named by content hash, listed in OUT/manifest.json. Default SOURCES:
+    the kernel library with its variant spaces. Unchanged entries are cache hits."""
+    import os
+
+    from tilec.cache import CacheError, SkipTarget, backend_for_target, compile_jobs, library_jobs, source_jobs
+    from tilec.variants import VariantError
+    tbs = []
+    try:
+        for name in [t for t in target_list.split(",") if t.strip()]:
+            try:
+                tb = backend_for_target(name, backend)
+            except SkipTarget as e:
+                click.echo(f"tilec: {e}", err=True)
+                continue
+            if tb not in tbs:
+                tbs.append(tb)
+        if not target_list.replace(",", "").strip():
+            raise CacheError("--target names no target")
+        if sources:
+            jobs = source_jobs(sources, tbs, _parse_defines(defines), kernels)
+        else:
+            if defines:
+                raise CacheError("-D applies to SOURCES; the library compiles its variant spaces")
+            jobs = library_jobs(tbs, kernels, variants_path) if tbs else []
+    except (CacheError, VariantError) as e:
+        _fail(str(e))
+    except CompileError as e:
+        click.echo(e.render(), err=True)
+        sys.exit(1)
+    if kernels and not jobs and tbs:
+        _fail(f"no kernel named {', '.join(kernels)} in the sources")
+    from tqdm import tqdm
+    bar = tqdm(total=len(jobs), file=sys.stderr, unit="variant", desc="compile",
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    try:
+        stats = compile_jobs(jobs, out, workers=jobs_n or os.cpu_count() or 1,
+                             progress=lambda r: bar.update(1))
+    except CacheError as e:
+        bar.close()
+        _fail(str(e))
+    except OSError as e:
+        bar.close()
+        _fail(f"{out}: {e.strerror or e}")
+    bar.close()
+    for err in stats.errors:
+        click.echo(err, err=True)
+    click.echo(f"compiled {stats.compiled}, cache hits {stats.hits}"
+               + (f", failed {stats.failed}" if stats.failed else "")
+               + f" ({stats.total} variants, {len(tbs)} target(s)) in {stats.seconds:.2f}s -> {out}")
+    sys.exit(1 if stats.failed else 0)
+
+
+def _fmt_binding(b: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in b.items())
+
+
+@main.command("ls")
+@click.argument("dir", type=click.Path(path_type=Path))
+def ls_cmd(dir):
+    """List the entries of an artifact directory."""
+    from tilec.cache import CacheError, read_manifest
+    try:
+        m = read_manifest(dir)
+    except CacheError as e:
+        _fail(str(e))
+    rows = sorted(m["entries"].values(), key=lambda e: (e.get("kernel", ""), e.get("target", ""),
+                                                         e.get("backend", ""), json_key(e.get("binding"))))
+    click.echo(f"{'key':<16}  {'kernel':<16} {'target':<12} {'backend':<10} {'codegen':<12} binding")
+    for e in rows:
+        cg = e.get("codegen", "")
+        cg = "ir-only*" if cg.startswith("unavailable") else cg
+        click.echo(f"{e['key'][:16]}  {e.get('kernel', '?'):<16} {e.get('target', '?'):<12} "
+                   f"{e.get('backend', '?'):<10} {cg:<12} {_fmt_binding(e.get('binding') or {})}")
+    click.echo(f"{len(rows)} entries")
+
+
+def json_key(v) -> str:
+    import json
+    return json.dumps(v, sort_keys=True)
+
+
+@main.command("show")
+@click.argument("dir", type=click.Path(path_type=Path))
+@click.argument("key")
+def show_cmd(dir, key):
+    """Show one entry (KEY may be a unique prefix): its metadata, files and IR."""
+    from tilec.cache import ENTRIES, CacheError, find_entry
+    try:
+        e = find_entry(dir, key)
+    except CacheError as err:
+        _fail(str(err))
+    for f in ("key", "kernel", "target", "backend", "compiler_version", "codegen", "source"):
+        click.echo(f"{f + ':':<18}{e.get(f, '')}")
+    click.echo(f"{'binding:':<18}{_fmt_binding(e.get('binding') or {})}")
+    click.echo("files:")
+    for name, info in e["files"].items():
+        click.echo(f"  {name:<16} {info.get('size', '?'):>8}  sha256 {info['sha256']}")
+    p = Path(dir) / ENTRIES / e["key"] / "kernel.ir"
+    try:
+        ir_text = p.read_text()
+    except OSError as err:
+        _fail(f"{p}: {err.strerror}")
+    click.echo("--- kernel.ir ---")
+    click.echo(ir_text, nl=False)
+
+
+@main.command("verify")
+@click.argument("dir", type=click.Path(path_type=Path))
+def verify_cmd(dir):
+    """Re-hash every file of an artifact directory; report tampered, missing and stray
+    entries. Exit 1 if there are any."""
+    from tilec.cache import CacheError, read_manifest, verify
+    try:
+        problems = verify(dir)
+        n = len(read_manifest(dir)["entries"])
+    except CacheError as e:
+        _fail(str(e))
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(f"tilec: error: {dir}: {len(problems)} problem(s) in {n} entries", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {n} entries verified in {dir}")
+
+
+@main.command("gc")
+@click.argument("dir", type=click.Path(path_type=Path))
+def gc_cmd(dir):
+    """Remove entries that are not in the manifest and leftover temporary files."""
+    from tilec.cache import CacheError, gc
+    try:
+        removed = gc(dir)
+    except CacheError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{dir}: {e.strerror or e}")
+    for r in removed:
+        click.echo(f"removed {r}")
+    click.echo(f"removed {len(removed)} item(s) from {dir}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,514 @@
+"""The artifact directory written by ``tilec compile`` (see DESIGN.md "Runtime").
+
+Layout of DIR::
+
+    manifest.json            JSON (never pickle): every committed entry
+    .lock                    filelock.FileLock guarding every write
+    entries/<key>/kernel.ir  specialised tile IR (tilec.ir.printer.print_kernel)
+    entries/<key>/kernel.py  generated source (backend "cpu"/"triton", when codegen exists)
+    entries/<key>/meta.json  the entry's metadata
+
+``key`` is the sha256 of the specialised IR text, the backend, the target and the compiler
+version, so a second compile with nothing changed finds every entry (a cache hit). Every
+file is written to a temporary name in its final directory and moved into place with
+``os.replace``; entry directories are built under a temporary name and renamed. Commits
+happen under the lock and re-read the manifest first, so concurrent compiles into one
+directory neither corrupt the manifest nor duplicate an entry.
+
+    jobs = library_jobs(["cpu"], kernels=["rmsnorm"])
+    stats = compile_jobs(jobs, "out/", workers=4)       # -> CompileStats
+    problems = verify("out/")                            # [] when intact
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import filelock
+
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+ENTRIES = "entries"
+TMP_PREFIX = ".tmp-"
+FORMAT = "tilec-artifacts"
+FORMAT_VERSION = 1
+BACKENDS = ("reference", "cpu", "triton")
+# backend -> module that may expose ``emit(kernel) -> str | dict[str, str | bytes]``
+CODEGEN_MODULES = {"cpu": "codegen.cpu", "triton": "codegen.triton"}
+LOCK_TIMEOUT_S = 600.0
+
+__all__ = ["CacheError", "Job", "JobResult", "CompileStats", "compiler_version", "cache_key",
+           "library_jobs", "source_jobs", "backend_for_target", "compile_jobs", "read_manifest",
+           "find_entry", "verify", "gc"]
+
+
+class CacheError(Exception):
+    """An artifact directory problem, reported by the CLI as one line."""
+
+
+def compiler_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("tilec")
+    except Exception:  # not installed (running from a checkout)
+        return "0+unknown"
+
+
+def cache_key(ir_text: str, backend: str, target: str, version: str) -> str:
+    h = hashlib.sha256()
+    for part in ("tilec-artifact-v1", ir_text, backend, target, version):
+        b = part.encode()
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- jobs
+
+@dataclass(frozen=True)
+class Job:
+    """One (kernel, binding, backend, target) to compile from ``source`` (a .tile path)."""
+    source: str
+    kernel: str
+    binding: tuple  # sorted ((name, value), ...): hashable and picklable
+    backend: str
+    target: str
+    label: str = ""  # how the manifest names the source
+
+    @property
+    def binding_dict(self) -> dict:
+        return dict(self.binding)
+
+
+class SkipTarget(Exception):
+    """A target whose backend is not built yet (the message says so)."""
+
+
+def backend_for_target(target: str, backend: str | None = None) -> tuple[str, str]:
+    """``(canonical target name, backend)``; raises CacheError for an unknown target and
+    SkipTarget for a target whose backend is not built yet (Ascend)."""
+    from tilec import targets
+    try:
+        t = targets.get(target)
+    except targets.UnknownTargetError as e:
+        raise CacheError(str(e)) from None
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise CacheError(f"unknown backend '{backend}'; known: {', '.join(BACKENDS)}")
+        return t.name, backend
+    if t.backend not in BACKENDS:
+        raise SkipTarget(f"{t.name}: {t.backend} backend not built yet, skipping")
+    return t.name, t.backend
+
+
+def _binding_key(binding: dict) -> tuple:
+    return tuple(sorted(binding.items()))
+
+
+def library_jobs(target_backends: Iterable[tuple[str, str]], kernels=None,
+                 variants_path=None) -> list[Job]:
+    """A job per (library variant, (target, backend))."""
+    from tilec.kernels import find_kernel
+    from tilec.variants import library_variants
+    files: dict[str, Path] = {}
+    jobs = []
+    tbs = list(target_backends)
+    for name, binding in library_variants(kernels, variants_path):
+        if name not in files:
+            try:
+                files[name] = find_kernel(name)
+            except KeyError as e:
+                raise CacheError(e.args[0]) from None
+        for target, backend in tbs:
+            jobs.append(Job(str(files[name]), name, _binding_key(binding), backend, target,
+                            f"<library>/{files[name].name}"))
+    return jobs
+
+
+def source_jobs(paths: Iterable[str | Path], target_backends: Iterable[tuple[str, str]],
+                binding: dict | None = None, kernels=None) -> list[Job]:
+    """A job per (kernel of each file, (target, backend)), all with ``binding``.
+    Raises CompileError for a file that does not parse."""
+    from frontend.diagnostics import CompileError, Diagnostic, Source
+    from frontend.parser import parse
+    tbs = list(target_backends)
+    jobs = []
+    for p in paths:
+        try:
+            text = Path(p).read_text()
+        except OSError as e:
+            raise CompileError(Source("", str(p)), [Diagnostic(None, f"cannot read file: {e.strerror}")]) from None
+        for k in parse(text, str(p)).kernels:
+            if kernels and k.name not in kernels:
+                continue
+            for target, backend in tbs:
+                jobs.append(Job(str(p), k.name, _binding_key(binding or {}), backend, target, str(p)))
+    return jobs
+
+
+# --------------------------------------------------------------------------- compiling (workers)
+
+@dataclass
+class JobResult:
+    job: Job
+    key: str = ""
+    hit: bool = False
+    files: dict = field(default_factory=dict)   # name -> bytes (only on a miss)
+    codegen: str = ""                            # "ir-only", "ok", or "unavailable: why"
+    error: str = ""                              # rendered diagnostic on failure
+
+
+_KNOWN: dict[str, str] = {}   # key -> codegen status of the intact entries, set per worker
+
+
+def _init_worker(known: dict[str, str]) -> None:
+    global _KNOWN
+    _KNOWN = known
+
+
+def _codegen_module(backend: str):
+    """``(module or None, status)`` for a backend's code generator."""
+    modname = CODEGEN_MODULES.get(backend)
+    if modname is None:
+        return None, "ir-only"
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as e:
+        return None, f"unavailable: {modname} not importable ({e})"
+    if not callable(getattr(mod, "emit", None)):
+        return None, f"unavailable: {modname} has no emit(kernel)"
+    return mod, "ok"
+
+
+def _emit_files(mod, kernel) -> dict[str, bytes]:
+    out = mod.emit(kernel)
+    if isinstance(out, (str, bytes)):
+        out = {"kernel.py": out}
+    if not isinstance(out, dict):
+        raise TypeError(f"emit() returned {type(out).__name__}, expected str or dict")
+    files = {}
+    for name, data in out.items():
+        if (not isinstance(name, str) or not name or "/" in name or "\\" in name
+                or name.startswith(".") or name in ("kernel.ir", "meta.json")):
+            raise ValueError(f"emit() returned a bad file name {name!r}")
+        files[name] = data.encode() if isinstance(data, str) else bytes(data)
+    return files
+
+
+def run_job(job: Job, version: str) -> JobResult:
+    """Compile one job: specialise, hash, and unless the key is known generate the files."""
+    from frontend.diagnostics import CompileError
+    from tilec.compiler import compile_file
+    from tilec.ir.printer import print_kernel
+    res = JobResult(job)
+    try:
+        kernel = compile_file(job.source, job.kernel, job.binding_dict)[job.kernel]
+    except CompileError as e:
+        res.error = e.render()
+        return res
+    ir_text = print_kernel(kernel)
+    res.key = cache_key(ir_text, job.backend, job.target, version)
+    mod, status = _codegen_module(job.backend)
+    known = _KNOWN.get(res.key)
+    # a hit, unless the entry was stored IR-only and the backend's codegen exists now
+    if known is not None and not (known.startswith("unavailable") and status == "ok"):
+        res.hit = True
+        return res
+    res.codegen = status
+    res.files = {"kernel.ir": ir_text.encode()}
+    if mod is not None:
+        try:
+            res.files.update(_emit_files(mod, kernel))
+        except Exception as e:  # a backend bug: report it for this variant, go on
+            res.error = (f"{job.label or job.source}: {job.kernel} {_fmt_binding(job.binding_dict)}: "
+                         f"error: {job.backend} codegen failed: {type(e).__name__}: {e}")
+    return res
+
+
+def _run_job_star(args) -> JobResult:
+    return run_job(*args)
+
+
+def _fmt_binding(b: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(b.items()))
+
+
+# --------------------------------------------------------------------------- the directory
+
+def _write_atomic(path: Path, data: bytes, sync: bool = False) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@contextlib.contextmanager
+def _lock(d: Path):
+    lock = filelock.FileLock(str(d / LOCK), timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise CacheError(f"{d / LOCK}: still locked by another process after {LOCK_TIMEOUT_S:.0f}s") from None
+    except OSError as e:
+        raise CacheError(f"{d / LOCK}: cannot lock: {e.strerror or e}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _empty_manifest() -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "entries": {}}
+
+
+def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
+    """The manifest of DIR, checked for shape; CacheError on anything wrong."""
+    d = Path(d)
+    if not d.exists():
+        raise CacheError(f"{d}: no such directory")
+    if not d.is_dir():
+        raise CacheError(f"{d}: not a directory")
+    p = d / MANIFEST
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        if must_exist:
+            raise CacheError(f"{p}: no manifest (not a tilec artifact directory?)") from None
+        return _empty_manifest()
+    except OSError as e:
+        raise CacheError(f"{p}: cannot read manifest: {e.strerror}") from None
+    try:
+        m = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CacheError(f"{p}: corrupted manifest: invalid JSON ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise CacheError(f"{p}: corrupted manifest: not a {FORMAT} manifest")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise CacheError(f"{p}: manifest format version {m.get('format_version')!r} is not supported "
+                         f"(this tilec reads {FORMAT_VERSION})")
+    entries = m.get("entries")
+    if not isinstance(entries, dict):
+        raise CacheError(f"{p}: corrupted manifest: 'entries' is not an object")
+    for key, e in entries.items():
+        if (not isinstance(e, dict) or e.get("key") != key or not isinstance(e.get("files"), dict)
+                or not all(isinstance(f, dict) and isinstance(f.get("sha256"), str)
+                           for f in e["files"].values())):
+            raise CacheError(f"{p}: corrupted manifest: entry '{key[:16]}' is malformed")
+    return m
+
+
+def _entry_problems(d: Path, e: dict) -> list[str]:
+    """Problems of one manifest entry's files, as report lines (empty when intact)."""
+    key = e["key"]
+    ed = d / ENTRIES / key
+    if not ed.is_dir():
+        return [f"missing: {key} ({e.get('kernel')} {e.get('target')}): entry directory {ENTRIES}/{key} is gone"]
+    out = []
+    for name, info in sorted(e["files"].items()):
+        p = ed / name
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            out.append(f"missing: {ENTRIES}/{key}/{name}")
+            continue
+        except OSError as err:
+            out.append(f"unreadable: {ENTRIES}/{key}/{name}: {err.strerror}")
+            continue
+        if _sha256(data) != info["sha256"]:
+            out.append(f"tampered: {ENTRIES}/{key}/{name} (sha256 does not match the manifest)")
+        elif name == "kernel.ir":
+            want = cache_key(data.decode(errors="replace"), e.get("backend", ""), e.get("target", ""),
+                             e.get("compiler_version", ""))
+            if want != key:
+                out.append(f"tampered: {ENTRIES}/{key}: key does not match its IR, backend, target and version")
+    for p in sorted(ed.iterdir()):
+        if p.name not in e["files"]:
+            out.append(f"stray: {ENTRIES}/{key}/{p.name} (not in the manifest)")
+    return out
+
+
+def _intact_keys(d: Path, m: dict) -> dict[str, str]:
+    return {k: e.get("codegen", "") for k, e in m["entries"].items() if not _entry_problems(d, e)}
+
+
+def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
+    """Write the entries of ``results`` (misses) and add them to the manifest, under the lock.
+    Returns (written, already there): an entry another compile committed meanwhile is a hit."""
+    written = already = 0
+    (d / ENTRIES).mkdir(exist_ok=True)
+    with _lock(d):
+        m = read_manifest(d, must_exist=False)
+        for r in results:
+            old = m["entries"].get(r.key)
+            if old is not None and not _entry_problems(d, old) and not (
+                    old.get("codegen", "").startswith("unavailable") and r.codegen == "ok"):
+                already += 1
+                continue
+            job = r.job
+            meta = {"key": r.key, "kernel": job.kernel, "binding": job.binding_dict,
+                    "backend": job.backend, "target": job.target, "compiler_version": version,
+                    "codegen": r.codegen, "source": job.label or job.source}
+            files = dict(r.files)
+            files["meta.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+            tmp = Path(tempfile.mkdtemp(dir=d / ENTRIES, prefix=TMP_PREFIX + r.key[:16] + "."))
+            try:
+                for name, data in files.items():
+                    (tmp / name).write_bytes(data)
+                final = d / ENTRIES / r.key
+                if final.exists():  # a stale or damaged copy: we hold the lock, replace it
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            meta["files"] = {n: {"sha256": _sha256(b), "size": len(b)} for n, b in sorted(files.items())}
+            m["entries"][r.key] = meta
+            written += 1
+        m["entries"] = dict(sorted(m["entries"].items()))
+        _write_atomic(d / MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + "\n").encode(), sync=True)
+    return written, already
+
+
+@dataclass
+class CompileStats:
+    total: int = 0
+    compiled: int = 0
+    hits: int = 0
+    failed: int = 0
+    errors: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def compile_jobs(jobs: list[Job], out: str | Path, workers: int = 1,
+                 progress: Callable[[JobResult], None] | None = None,
+                 batch: int = 64) -> CompileStats:
+    """Compile ``jobs`` into the artifact directory ``out`` (created if needed), ``workers``
+    processes at a time (1: in this process). Entries are committed in batches of ``batch``."""
+    t0 = time.perf_counter()
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise CacheError(f"{d}: not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheError(f"{d}: cannot create directory: {e.strerror}") from None
+    version = compiler_version()
+    known = _intact_keys(d, read_manifest(d, must_exist=False))
+    stats = CompileStats(total=len(jobs))
+    pending: list[JobResult] = []
+
+    def flush():
+        if pending:
+            w, a = _commit(d, pending, version)
+            stats.compiled += w
+            stats.hits += a
+            pending.clear()
+
+    def take(r: JobResult):
+        if r.error:
+            stats.failed += 1
+            stats.errors.append(r.error)
+        elif r.hit:
+            stats.hits += 1
+        else:
+            pending.append(r)
+            if len(pending) >= batch:
+                flush()
+        if progress:
+            progress(r)
+
+    # one job per key in this run: the same IR for two targets differs by key anyway, but a
+    # duplicated job (same kernel/binding/backend/target) would only be compiled twice
+    jobs = list(dict.fromkeys(jobs))
+    stats.total = len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        _init_worker(known)
+        for j in jobs:
+            take(run_job(j, version))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                 initargs=(known,)) as ex:
+            futs = [ex.submit(_run_job_star, (j, version)) for j in jobs]
+            for f in as_completed(futs):
+                take(f.result())
+    flush()
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+# --------------------------------------------------------------------------- inspecting
+
+def find_entry(d: str | Path, prefix: str) -> dict:
+    m = read_manifest(d)
+    prefix = prefix.strip().lower()
+    if not prefix:
+        raise CacheError("empty key")
+    found = [e for k, e in m["entries"].items() if k.startswith(prefix)]
+    if not found:
+        raise CacheError(f"no entry with key {prefix!r} in {d}")
+    if len(found) > 1:
+        raise CacheError(f"key prefix {prefix!r} is ambiguous: {len(found)} entries match "
+                         f"({', '.join(e['key'][:16] for e in found[:4])}{', ...' if len(found) > 4 else ''})")
+    return found[0]
+
+
+def verify(d: str | Path) -> list[str]:
+    """Re-hash every file of DIR; one line per tampered, missing or stray thing (empty: ok)."""
+    d = Path(d)
+    m = read_manifest(d)
+    out = []
+    for e in m["entries"].values():
+        out += _entry_problems(d, e)
+    ed = d / ENTRIES
+    if ed.is_dir():
+        for p in sorted(ed.iterdir()):
+            if p.name not in m["entries"]:
+                what = "temporary file" if p.name.startswith(TMP_PREFIX) else "entry not in the manifest"
+                out.append(f"stray: {ENTRIES}/{p.name} ({what})")
+    for p in sorted(d.iterdir()):
+        if p.name.startswith(TMP_PREFIX):
+            out.append(f"stray: {p.name} (temporary file)")
+    return out
+
+
+def gc(d: str | Path) -> list[str]:
+    """Remove entries not in the manifest and leftover temporary files; returns what went."""
+    d = Path(d)
+    read_manifest(d)  # refuse to touch a directory whose manifest is unreadable
+    removed = []
+    with _lock(d):
+        m = read_manifest(d)
+        ed = d / ENTRIES
+        candidates = [p for p in sorted(ed.iterdir()) if p.name not in m["entries"]] if ed.is_dir() else []
+        candidates += [p for p in sorted(d.iterdir()) if p.name.startswith(TMP_PREFIX)]
+        for p in candidates:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(str(p.relative_to(d)))
+    return removed

@@ -1,0 +1,147 @@
+"""Variant spaces: the const/dtype bindings of each library kernel worth precompiling.
+
+``tilec/kernels/variants.json`` maps a kernel name to a ``space`` (name -> list of values) and
+optional ``constraints`` (small expressions over those names). A space expands to the
+cartesian product of its values, minus the combinations a constraint rejects:
+
+    >>> from tilec.variants import expand
+    >>> expand({"space": {"BM": [16, 64], "G": [1, 32]}, "constraints": ["BM % G == 0"]})
+    [{'BM': 16, 'G': 1}, {'BM': 64, 'G': 1}, {'BM': 64, 'G': 32}]
+
+Plain JSON only; constraints are evaluated by a tiny interpreter (never ``eval``).
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import operator
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["VariantError", "default_path", "load_spaces", "expand", "library_variants"]
+
+
+class VariantError(ValueError):
+    """A variant file that cannot be read or is malformed; the message says where."""
+
+
+def default_path() -> Path:
+    return Path(str(resources.files("tilec") / "kernels" / "variants.json"))
+
+
+def load_spaces(path: str | Path | None = None) -> dict[str, dict]:
+    """The ``kernels`` table of a variant file (default: the library's), validated."""
+    p = Path(path) if path is not None else default_path()
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise VariantError(f"{p}: cannot read variant file: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise VariantError(f"{p}: not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("kernels"), dict):
+        raise VariantError(f"{p}: expected an object with a 'kernels' table")
+    for name, spec in data["kernels"].items():
+        _check_spec(spec, f"{p}: kernel '{name}'")
+    return data["kernels"]
+
+
+def _check_spec(spec, where: str) -> None:
+    if not isinstance(spec, dict) or not isinstance(spec.get("space"), dict):
+        raise VariantError(f"{where}: expected an object with a 'space' table")
+    for n, values in spec["space"].items():
+        if not n.isidentifier():
+            raise VariantError(f"{where}: '{n}' is not a name")
+        if not isinstance(values, list) or not values:
+            raise VariantError(f"{where}: '{n}' must list at least one value")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise VariantError(f"{where}: value {v!r} of '{n}' is not an integer or a dtype name")
+    cons = spec.get("constraints", [])
+    if not isinstance(cons, list) or not all(isinstance(c, str) for c in cons):
+        raise VariantError(f"{where}: 'constraints' must be a list of strings")
+    for c in cons:
+        try:
+            _compile(c)
+        except VariantError as e:
+            raise VariantError(f"{where}: {e}") from None
+
+
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+        ast.Gt: operator.gt, ast.GtE: operator.ge}
+
+
+def _compile(text: str) -> ast.AST:
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise VariantError(f"constraint '{text}' is not an expression") from None
+    for node in ast.walk(tree):
+        ok = isinstance(node, (ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub,
+                               ast.BinOp, ast.Compare, ast.Name, ast.Load, ast.Constant,
+                               *_BIN, *_CMP))
+        if not ok or (isinstance(node, ast.Constant) and not isinstance(node.value, (int, str))):
+            raise VariantError(f"constraint '{text}': unsupported syntax '{ast.unparse(node)}'")
+    return tree
+
+
+def _eval(node: ast.AST, env: dict, text: str):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            raise VariantError(f"constraint '{text}' uses '{node.id}', which the space does not bind")
+        return env[node.id]
+    if isinstance(node, ast.UnaryOp):
+        v = _eval(node.operand, env, text)
+        return (not v) if isinstance(node.op, ast.Not) else -v
+    if isinstance(node, ast.BoolOp):
+        vals = (_eval(v, env, text) for v in node.values)
+        return all(vals) if isinstance(node.op, ast.And) else any(vals)
+    if isinstance(node, ast.BinOp):
+        a, b = _eval(node.left, env, text), _eval(node.right, env, text)
+        try:
+            return _BIN[type(node.op)](a, b)
+        except (TypeError, ZeroDivisionError) as e:
+            raise VariantError(f"constraint '{text}': {e}") from None
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, env, text)
+        for op, right_node in zip(node.ops, node.comparators):
+            right = _eval(right_node, env, text)
+            try:
+                if not _CMP[type(op)](left, right):
+                    return False
+            except TypeError as e:
+                raise VariantError(f"constraint '{text}': {e}") from None
+            left = right
+        return True
+    raise VariantError(f"constraint '{text}': unsupported syntax")  # pragma: no cover
+
+
+def expand(spec: dict) -> list[dict]:
+    """Every binding of one kernel's space that satisfies all its constraints, in the order
+    of the cartesian product (names in declaration order, values in listed order)."""
+    _check_spec(spec, "variant space")
+    names = list(spec["space"])
+    cons = [(c, _compile(c)) for c in spec.get("constraints", [])]
+    out = []
+    for combo in itertools.product(*(spec["space"][n] for n in names)):
+        b = dict(zip(names, combo))
+        if all(_eval(tree, b, text) for text, tree in cons):
+            out.append(b)
+    return out
+
+
+def library_variants(kernels=None, path: str | Path | None = None) -> list[tuple[str, dict]]:
+    """``(kernel, binding)`` for every variant of the variant file (default: the library's),
+    optionally only for the kernel names in ``kernels``; unknown names raise VariantError."""
+    spaces = load_spaces(path)
+    if kernels:
+        unknown = [k for k in kernels if k not in spaces]
+        if unknown:
+            raise VariantError(f"no variant space for kernel(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(spaces)}")
+    return [(name, b) for name, spec in spaces.items()
+            if not kernels or name in kernels for b in expand(spec)]
