@@ -1,0 +1,41 @@
+"""The tilec command line: ir and selftest (check is covered with the diagnostics)."""
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from tilec.cli import main
+from tilec.kernels import find_kernel
+
+
+def test_ir_prints_specialised_ir():
+    r = CliRunner().invoke(main, ["ir", str(find_kernel("smooth_gemm")), "--kernel", "smooth_gemm",
+                                  "-D", "BM=64", "-D", "DT=bf16", "-D", "K=4096"])
+    assert r.exit_code == 0, r.output
+    assert "kernel @smooth_gemm(%A: tensor<bf16[M,4096]>" in r.output
+    assert "consts(BM=64, BN=32, BK=32, DT=bf16)" in r.output
+
+
+def test_ir_bad_define_and_unknown_kernel():
+    f = str(find_kernel("smooth_gemm"))
+    r = CliRunner().invoke(main, ["ir", f, "--kernel", "smooth_gemm", "-D", "BM"])
+    assert r.exit_code == 2 and "NAME=VALUE" in r.output
+    r = CliRunner().invoke(main, ["ir", f, "--kernel", "nope"])
+    assert r.exit_code == 1 and "no kernel named 'nope'" in r.output
+    r = CliRunner().invoke(main, ["ir", f, "--kernel", "smooth_gemm", "-D", "XX=3"])
+    assert r.exit_code == 1 and "has no const or dim named 'XX'" in r.output
+
+
+def test_ir_illegal_binding_reports_static_assert():
+    r = CliRunner().invoke(main, ["ir", str(find_kernel("meta_attention")), "--kernel", "meta_attention",
+                                  "-D", "BM=16", "-D", "G=3"])
+    assert r.exit_code == 1
+    assert "BM must be a multiple of the GQA group size G" in r.output
+
+
+def test_selftest_quick_passes_and_prints_a_table():
+    p = subprocess.run([sys.executable, "-m", "tilec.cli", "selftest", "--backend", "reference", "--quick",
+                        "--kernel", "meta_attention"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "meta_attention" in p.stdout and "pass" in p.stdout
+    assert "0 failed" in p.stdout.splitlines()[-1]
