@@ -104,7 +104,9 @@ def assigned_names(stmts: list) -> list[str]:
 
 
 class Lowering:
-    def __init__(self, kernel: A.Kernel, binding: dict, sink: DiagnosticSink, filename: str):
+    def __init__(self, kernel: A.Kernel, binding: dict, sink: DiagnosticSink, filename: str,
+                 probe: bool = False):
+        self.probe = probe
         self.k = kernel
         self.binding = dict(binding)
         self.sink = sink
@@ -236,6 +238,8 @@ class Lowering:
                 self.err(p.loc, f"parameter '{p.name}' shadows the builtin '{p.name}'")
             if p.kind in ("const", "dtype"):
                 val = self.binding.get(p.name, p.default)
+                if val is None and self.probe:
+                    val = "f16" if p.kind == "dtype" else 16    # check-only stand-in value
                 if val is None:
                     self.err(p.loc, f"const '{p.name}' has no value",
                              f"bind it with -D {p.name}=VALUE or give a default ('{p.name}: {p.kind} = ...')")
@@ -268,6 +272,10 @@ class Lowering:
                     if dt is not POISON:
                         self.err(p.loc, f"unknown element type '{p.dtype}' for tensor '{p.name}'",
                                  f"use one of {', '.join(D.ALL)} or a 'dtype' parameter")
+                    scope.vars[p.name] = POISON           # known, but broken: no cascade
+                    for d in p.dims:
+                        if isinstance(d, str) and scope.lookup(d) is None:
+                            scope.vars[d] = POISON
                     continue
                 tdims = []
                 for axis, (d, dloc) in enumerate(zip(p.dims, p.dim_locs)):
@@ -1217,5 +1225,8 @@ class Lowering:
         return self.cast(x, dt)
 
 
-def lower_kernel(kernel: A.Kernel, binding: dict, sink: DiagnosticSink, filename: str) -> Kernel | None:
-    return Lowering(kernel, binding, sink, filename).lower()
+def lower_kernel(kernel: A.Kernel, binding: dict, sink: DiagnosticSink, filename: str,
+                 probe: bool = False) -> Kernel | None:
+    """``probe``: consts with neither binding nor default get a stand-in (16, f16) so that
+    ``tilec check`` can type-check kernels whose tile sizes are chosen later."""
+    return Lowering(kernel, binding, sink, filename, probe).lower()

@@ -35,14 +35,17 @@ def main() -> None:
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-D", "defines", multiple=True, metavar="NAME=VALUE", help="bind a const or dim")
 def check(files, defines):
-    """Parse and type-check FILES (default: the kernel library). Exit 1 on any error."""
+    """Parse and type-check FILES (default: the kernel library). Exit 1 on any error.
+
+    Consts with neither a -D binding nor a default are checked with a stand-in (16; f16 for
+    dtypes); `tilec ir` needs real values."""
     from tilec.compiler import compile_file
     from tilec.kernels import library_files
     binding = _parse_defines(defines)
     bad = False
     for f in files or library_files():
         try:
-            compile_file(f, binding=binding)
+            compile_file(f, binding=binding, probe=True)
         except CompileError as e:
             click.echo(e.render(), err=True)
             bad = True

@@ -15,7 +15,7 @@ from .passes import run_default_passes
 
 
 def compile_source(text: str, filename: str = "<string>", kernel: str | None = None,
-                   binding: dict | None = None, passes: bool = True) -> dict:
+                   binding: dict | None = None, passes: bool = True, probe: bool = False) -> dict:
     """Parse and lower every kernel (or only ``kernel``) with ``binding``; raise CompileError
     listing every error of the file."""
     module = parse(text, filename)
@@ -37,7 +37,7 @@ def compile_source(text: str, filename: str = "<string>", kernel: str | None = N
         # a -D binding applies to the kernels that declare the name
         declared = {p.name for p in k.params} | {d for p in k.params for d in p.dims if isinstance(d, str)}
         b = {n: v for n, v in (binding or {}).items() if kernel is not None or n in declared}
-        ir = lower_kernel(k, b, sink, filename)
+        ir = lower_kernel(k, b, sink, filename, probe)
         if ir is not None:
             if passes:
                 run_default_passes(ir)
@@ -47,10 +47,11 @@ def compile_source(text: str, filename: str = "<string>", kernel: str | None = N
     return out
 
 
-def compile_file(path: str | Path, kernel: str | None = None, binding: dict | None = None) -> dict:
+def compile_file(path: str | Path, kernel: str | None = None, binding: dict | None = None,
+                 probe: bool = False) -> dict:
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
         raise CompileError(Source("", str(path)), [Diagnostic(None, f"cannot read file: {e.strerror}")]) from None
-    return compile_source(text, str(path), kernel, binding)
+    return compile_source(text, str(path), kernel, binding, probe=probe)
