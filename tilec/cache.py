@@ -180,8 +180,17 @@ def _init_worker(known: dict[str, str]) -> None:
     _KNOWN = known
 
 
+_CODEGEN: dict[str, tuple] = {}  # backend -> (module or None, status), per process
+
+
 def _codegen_module(backend: str):
-    """``(module or None, status)`` for a backend's code generator."""
+    """``(module or None, status)`` for a backend's code generator (looked up once per process)."""
+    if backend not in _CODEGEN:
+        _CODEGEN[backend] = _find_codegen(backend)
+    return _CODEGEN[backend]
+
+
+def _find_codegen(backend: str):
     modname = CODEGEN_MODULES.get(backend)
     if modname is None:
         return None, "ir-only"
@@ -209,38 +218,81 @@ def _emit_files(mod, kernel) -> dict[str, bytes]:
     return files
 
 
-def run_job(job: Job, version: str) -> JobResult:
-    """Compile one job: specialise, hash, and unless the key is known generate the files."""
-    from frontend.diagnostics import CompileError
+_PARSED: dict[tuple[str, str], object] = {}   # (path, sha256 of text) -> parsed module, per process
+
+
+def _specialise(path: str, kernel: str, binding: dict):
+    """``compile_file(path, kernel, binding)[kernel]``, parsing each file once per process
+    (parsing dominates compile time). Any error falls back to ``compile_file`` itself, so
+    diagnostics are exactly the driver's."""
+    import copy
+
+    from frontend.diagnostics import CompileError, DiagnosticSink, Source
+    from frontend.parser import parse
+    from frontend.sema import lower_kernel
     from tilec.compiler import compile_file
-    from tilec.ir.printer import print_kernel
-    res = JobResult(job)
+    from tilec.ir.verifier import verify as verify_ir
+    from tilec.passes import run_default_passes
     try:
-        kernel = compile_file(job.source, job.kernel, job.binding_dict)[job.kernel]
+        text = Path(path).read_text()
+        ck = (str(path), _sha256(text.encode()))
+        if ck not in _PARSED:
+            _PARSED[ck] = parse(text, str(path))
+        module = _PARSED[ck]
+        ks = [k for k in module.kernels if k.name == kernel]
+        if len(ks) != 1:
+            raise LookupError(kernel)
+        sink = DiagnosticSink(Source(text if text.endswith("\n") else text + "\n", str(path)))
+        ir = lower_kernel(copy.deepcopy(ks[0]), dict(binding), sink, str(path))
+        sink.raise_if_any()
+        if ir is None:
+            raise LookupError(kernel)
+        run_default_passes(ir)
+        verify_ir(ir)
+        return ir
+    except (CompileError, LookupError, OSError):
+        return compile_file(path, kernel, binding)[kernel]
+
+
+def run_group(jobs: list[Job], version: str) -> list[JobResult]:
+    """Compile jobs that share (source, kernel, binding): specialise once, then per job hash
+    and, unless the key is known, generate the files."""
+    from frontend.diagnostics import CompileError
+    from tilec.ir.printer import print_kernel
+    j0 = jobs[0]
+    try:
+        kernel = _specialise(j0.source, j0.kernel, j0.binding_dict)
     except CompileError as e:
-        res.error = e.render()
-        return res
+        return [JobResult(j, error=e.render()) for j in jobs]
     ir_text = print_kernel(kernel)
-    res.key = cache_key(ir_text, job.backend, job.target, version)
-    mod, status = _codegen_module(job.backend)
-    known = _KNOWN.get(res.key)
-    # a hit, unless the entry was stored IR-only and the backend's codegen exists now
-    if known is not None and not (known.startswith("unavailable") and status == "ok"):
-        res.hit = True
-        return res
-    res.codegen = status
-    res.files = {"kernel.ir": ir_text.encode()}
-    if mod is not None:
-        try:
-            res.files.update(_emit_files(mod, kernel))
-        except Exception as e:  # a backend bug: report it for this variant, go on
-            res.error = (f"{job.label or job.source}: {job.kernel} {_fmt_binding(job.binding_dict)}: "
-                         f"error: {job.backend} codegen failed: {type(e).__name__}: {e}")
-    return res
+    out = []
+    for job in jobs:
+        res = JobResult(job)
+        res.key = cache_key(ir_text, job.backend, job.target, version)
+        mod, status = _codegen_module(job.backend)
+        known = _KNOWN.get(res.key)
+        # a hit, unless the entry was stored IR-only and the backend's codegen exists now
+        if known is not None and not (known.startswith("unavailable") and status == "ok"):
+            res.hit = True
+        else:
+            res.codegen = status
+            res.files = {"kernel.ir": ir_text.encode()}
+            if mod is not None:
+                try:
+                    res.files.update(_emit_files(mod, kernel))
+                except Exception as e:  # a backend bug: report it for this variant, go on
+                    res.error = (f"{job.label or job.source}: {job.kernel} {_fmt_binding(job.binding_dict)}: "
+                                 f"error: {job.backend} codegen failed: {type(e).__name__}: {e}")
+        out.append(res)
+    return out
 
 
-def _run_job_star(args) -> JobResult:
-    return run_job(*args)
+def run_job(job: Job, version: str) -> JobResult:
+    return run_group([job], version)[0]
+
+
+def _run_group_star(args) -> list[JobResult]:
+    return run_group(*args)
 
 
 def _fmt_binding(b: dict) -> str:
@@ -441,20 +493,23 @@ def compile_jobs(jobs: list[Job], out: str | Path, workers: int = 1,
         if progress:
             progress(r)
 
-    # one job per key in this run: the same IR for two targets differs by key anyway, but a
-    # duplicated job (same kernel/binding/backend/target) would only be compiled twice
-    jobs = list(dict.fromkeys(jobs))
+    jobs = list(dict.fromkeys(jobs))  # a duplicated job would only be compiled twice
     stats.total = len(jobs)
-    if workers <= 1 or len(jobs) <= 1:
+    groups: dict[tuple, list[Job]] = {}
+    for j in jobs:
+        groups.setdefault((j.source, j.kernel, j.binding), []).append(j)
+    if workers <= 1 or len(groups) <= 1:
         _init_worker(known)
-        for j in jobs:
-            take(run_job(j, version))
+        for g in groups.values():
+            for r in run_group(g, version):
+                take(r)
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                  initargs=(known,)) as ex:
-            futs = [ex.submit(_run_job_star, (j, version)) for j in jobs]
+            futs = [ex.submit(_run_group_star, (g, version)) for g in groups.values()]
             for f in as_completed(futs):
-                take(f.result())
+                for r in f.result():
+                    take(r)
     flush()
     stats.seconds = time.perf_counter() - t0
     return stats

@@ -153,6 +153,8 @@ class Emitter:
                 nl = ", ".join(f"{t}_n{i}" for i in range(rank))
                 self.emit(f"{sl}, = {t}.stride()")
                 self.emit(f"{nl}, = {t}.shape")
+                ml = ", ".join(f"max({t}_n{i} - 1, 0)" for i in range(rank))
+                self.emit(f"{', '.join(f'{t}_m{i}' for i in range(rank))}, = {ml},")
         for name, v in k.dims.items():
             self.names[v] = name
             self.emit(f"{name} = rt.const({name}, 'i32')   # dim")
@@ -346,7 +348,8 @@ class Emitter:
         bshape = tuple(np.broadcast_shapes(*shapes)) if shapes else ()
         R = len(bshape)
         pos = 0
-        terms, checks = [], []
+        terms, checks, idx = [], [], []
+        full_tile = any(kd[0] == "tile" and len(v.type.shape) == R for kd, v in zip(kinds, idx_vals))
         for d, (kd, v) in enumerate(zip(kinds, idx_vals)):
             src = self.n(v)
             if kd[0] == "slice":
@@ -369,11 +372,20 @@ class Emitter:
                 nm = self.fresh(f"_ix{d}")
                 self.emit(f"{nm} = {e}")
                 e = nm
-            terms.append(f"{e} * {t}_s{d}")
+            idx.append(e)
             if op.attrs["masked"][d]:
-                checks.append(f"({e} < {t}_n{d})" if lo_ok else f"({e} >= 0) & ({e} < {t}_n{d})")
+                checks.append(f"({e} < {t}_n{d})" if lo_ok else f"(({e} >= 0) & ({e} < {t}_n{d}))")
+        # per-dim validity first (small broadcastable tensors), then one combination;
+        # indices are clamped per dim (cheap) unless a full-size gather index makes one final
+        # clamp of the linear index cheaper
+        for d, e in enumerate(idx):
+            c = e if full_tile else f"{e}.clamp(0, {t}_m{d})"
+            terms.append(f"{c} * {t}_s{d}")
         lin = self.fresh("_lin")
-        self.emit(f"{lin} = {' + '.join(terms) if terms else 'torch.zeros(1, dtype=_i64)'}")
+        body = ' + '.join(terms) if terms else 'torch.zeros(1, dtype=_i64)'
+        if full_tile:
+            body = f"({body}).clamp_(0, {t}_hi)"
+        self.emit(f"{lin} = {body}")
         ok = None
         if checks:
             ok = self.fresh("_ok")
@@ -396,7 +408,7 @@ class Emitter:
             else:
                 self.emit(f"{ok} = {ok} & {me}")
         name = self.n(r)
-        self.emit(f"{name} = {t}_f[{lin}.clamp(0, {t}_hi)]")
+        self.emit(f"{name} = {t}_f[{lin}]")
         if ok is not None:
             if op.attrs["has_other"]:
                 other = f"{self._aligned(rest[0], R)}.to({t}_f.dtype)"

@@ -138,6 +138,6 @@ def _exec(block: Block, env: dict, pid, grid):
                 env[res] = v
             continue
         else:
-            raise NotImplementedError(f"reference backend: unknown op {name}")
+            raise ValueError(f"reference backend: unknown op {name}")
         env[op.results[0]] = r
     return []

@@ -6,7 +6,8 @@
 - ``run(kernel, args)`` runs it. Tensors may be numpy arrays (written in place, as the
   reference backend does; bf16 travels as a uint16 view) or torch tensors (written in place).
   With a CUDA GPU tensors are moved to it and results copied back; without one the source runs
-  under Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported).
+  under Triton's interpreter (``TRITON_INTERPRET=1``, set when this package is imported:
+  import it before ``triton`` itself, whose library functions are built at import time).
 """
 from __future__ import annotations
 
@@ -44,6 +45,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# triton imported before TRITON_INTERPRET was set has built its library (tl.sum, ...) for the
+# compiler, and the interpreter then fails inside them: detect that and say so.
+_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") != "1"
+interpreting()     # settle TRITON_INTERPRET before anything imports triton
+
+
+def _check_import_order() -> None:
+    if _LATE and os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("codegen.triton: 'triton' was imported before TRITON_INTERPRET=1 was set, so "
+                           "Triton's interpreter cannot run here (no CUDA GPU); import codegen.triton "
+                           "(or set TRITON_INTERPRET=1) before importing triton")
+
+
 def emit(kernel: Kernel, interpret: bool | None = None) -> str:
     """The Triton source for ``kernel`` (``interpret`` defaults to how it would run here)."""
     if interpret is None:
@@ -59,6 +73,7 @@ def compile(kernel: Kernel):
     if hit is not None and hit[0] is kernel:
         return hit[1], hit[2]
     src, params = emit_source(kernel, interp)
+    _check_import_order()
     import triton  # noqa: F401  (after TRITON_INTERPRET is settled)
     digest = hashlib.sha256(src.encode()).hexdigest()[:20]
     d = os.path.join(tempfile.gettempdir(), "tilec-triton")

@@ -7,7 +7,8 @@ One specialised ``Kernel`` becomes one ``@triton.jit`` function:
   scalars (``eps_``), re-typed at the top of the body with ``tl.cast`` (Triton specialises an
   int argument equal to 1 into a constexpr, and passes Python ints as i32 / floats as f32).
   Consts are baked in as literals.
-- loads and stores: ``ptr = base + sum(index_d * stride_d)``; a bounds check is emitted only
+- loads and stores: ``ptr = base + sum(index_d * stride_d)`` (in i64, so offsets past 2**31
+  elements work); a bounds check is emitted only
   for the dims the bounds analysis marked ``masked``, ANDed with the explicit mask. A masked
   load always passes ``other`` (default 0): Triton leaves masked-off lanes undefined otherwise.
 - numerics follow ``codegen/reference/ops.py``: 16-bit float arithmetic is written out as
@@ -18,7 +19,9 @@ One specialised ``Kernel`` becomes one ``@triton.jit`` function:
 - Triton's interpreter (``TRITON_INTERPRET=1``, used on machines without a GPU) mishandles
   bf16 in ``tl.dot`` and in reductions, so when ``interpret=True`` the generated code upcasts
   16-bit ``dot`` operands to f32 (exact: products of 16-bit floats are exact in f32). Compiled
-  code (``interpret=False``) feeds 16-bit operands to the tensor cores directly.
+  code (``interpret=False``) feeds 16-bit operands to the tensor cores directly. The
+  interpreter also turns ``bool & scalar-bool`` into 0/1 integers that its loads and stores
+  reject as masks, so in interpreter mode each mask term is re-derived as ``(term) != 0``.
 
 Triton tiles need power-of-2 extents and ``tl.dot`` needs every dim >= 16; kernels that
 break either raise ``TritonUnsupported`` naming the op and the shape.
@@ -44,6 +47,9 @@ TL = {"f16": "tl.float16", "bf16": "tl.bfloat16", "f32": "tl.float32", "i32": "t
 _16 = ("f16", "bf16")
 _BIN = {"add": "+", "sub": "-", "mul": "*", "div": "/", "and": "&", "or": "|", "xor": "^"}
 _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_HINTS = {"program_id": "pid", "num_programs": "npid", "dot": "mm", "cast": "cvt",
+          "splat": "splat", "broadcast": "bc", "expand_dims": "x", "trans": "tr", "arange": "ar",
+          "full": "full", "cmp": "c", "select": "sel", "constant": "k", "reshape": "rs"}
 _RESERVED = {"tl", "triton", "range", "float", "int", "bool", "len", "min", "max", "abs"}
 
 
@@ -74,6 +80,9 @@ def _loc(op: Op) -> str:
 
 def check_supported(kernel: Kernel) -> None:
     """Raise ``TritonUnsupported`` for shapes Triton cannot express."""
+    if kernel.grid_rank > 3:
+        raise TritonUnsupported(f"{kernel.name}: a {kernel.grid_rank}-d launch grid; Triton grids have "
+                                f"at most 3 axes")
     for op in kernel.walk():
         if op.name == "arange":
             n = op.attrs["end"] - op.attrs["start"]
@@ -219,7 +228,16 @@ class _Emitter:
         return []
 
     def define(self, op: Op, depth: int, expr: str) -> None:
-        self.line(depth, f"{self.bind(op.result)} = {expr}")
+        hint = op.result.hint
+        if hint is None:
+            hint = _HINTS.get(op.name, "v")
+            if op.name in ("program_id", "num_programs"):
+                hint += str(op.attrs["axis"])
+            elif op.name == "reduce":
+                hint = op.attrs["kind"]
+            elif op.name in ("binary", "unary"):
+                hint = op.attrs["op"]
+        self.line(depth, f"{self.bind(op.result, hint)} = {expr}")
 
     def op(self, op: Op, depth: int) -> None:
         n = op.name
@@ -317,10 +335,10 @@ class _Emitter:
                 xs = self.tref(x)
         if kind in _BIN:
             r = f"({xs} {_BIN[kind]} {ys})"
-        elif kind == "maximum":
-            r = f"tl.maximum({xs}, {ys})"
-        elif kind == "minimum":
-            r = f"tl.minimum({xs}, {ys})"
+        elif kind in ("maximum", "minimum"):
+            # numpy's maximum/minimum propagate NaN; Triton's do not unless asked
+            nan = ", propagate_nan=tl.PropagateNan.ALL" if D.is_float(dt) else ""
+            r = f"tl.{kind}({xs}, {ys}{nan})"
         elif kind in ("floordiv", "mod"):
             if D.is_int(dt):    # Triton's integer // and % truncate toward zero (sdiv/srem)
                 r = f"({xs} {'//' if kind == 'floordiv' else '%'} {ys})"
@@ -390,7 +408,9 @@ class _Emitter:
                 dim_s = str(dim) if isinstance(dim, int) else self.names[self.k.dims[dim]]
                 checks.append(f"({e} >= 0) & ({e} < {dim_s})")
             stride = self.strides[tv][axis]
-            terms.append(f"{e} * {stride}")
+            # 64-bit offsets: index * stride overflows i32 on large tensors (paged KV caches)
+            wide = e if k[0] != "slice" and v in self.lits else f"{e}.to(tl.int64)"
+            terms.append(f"{wide} * {stride}")
         ptr = " + ".join([base] + terms)
         return ptr, checks
 
@@ -398,6 +418,10 @@ class _Emitter:
         parts = list(checks) + ([explicit] if explicit else [])
         if not parts:
             return None
+        if self.interpret:
+            # Triton's interpreter can turn `bool & scalar-bool` into 0/1 integers, which its
+            # load/store then reject ("mask has unsupported dtype"): re-derive a bool
+            return "(" + " & ".join(f"({p})" for p in parts) + ") != 0"
         return " & ".join(f"({p})" if "&" in p and len(parts) > 1 else p for p in parts)
 
     def load(self, op: Op, depth: int) -> None:
@@ -452,11 +476,17 @@ class _Emitter:
             carried.append(n)
             self.line(depth, f"{n} = {self.tref(init)}")
         iv = self.bind(body.args[0])
-        self.line(depth, f"for {iv} in range({self.ref(lo)}, {self.ref(hi)}, {op.attrs['step']}):")
-        start = len(self.lines)
+        start = len(self.lines) + 1
+        if self.interpret:
+            # the interpreter's loop variable is a Python int, not a tensor
+            raw = self.fresh(f"{iv}_it")
+            self.line(depth, f"for {raw} in range({self.ref(lo)}, {self.ref(hi)}, {op.attrs['step']}):")
+            self.line(depth + 1, f"{iv} = tl.cast({raw}, {TL[body.args[0].type.dtype]})")
+        else:
+            self.line(depth, f"for {iv} in range({self.ref(lo)}, {self.ref(hi)}, {op.attrs['step']}):")
         ys = self.block(body, depth + 1)
         moves = [(n, y) for n, y in zip(carried, ys) if n != y]
-        if len(moves) > 1:       # carried values update simultaneously
+        if len(moves) > 1 and any(y in carried for _, y in moves):   # a simultaneous update
             tmps = []
             for n, y in moves:
                 t = self.fresh(f"{n}_next")
