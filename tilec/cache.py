@@ -203,16 +203,28 @@ def _find_codegen(backend: str):
     return mod, "ok"
 
 
+def _safe_name(name) -> bool:
+    """A plain file name inside an entry directory (no path, not hidden)."""
+    return (isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name
+            and not name.startswith("."))
+
+
 def _emit_files(mod, kernel) -> dict[str, bytes]:
-    out = mod.emit(kernel)
+    import inspect
+    try:
+        accepts_interpret = "interpret" in inspect.signature(mod.emit).parameters
+    except (TypeError, ValueError):
+        accepts_interpret = False
+    # artifacts are for the real target: never Triton's CPU-interpreter flavour of the source,
+    # whatever the machine compiling them has
+    out = mod.emit(kernel, interpret=False) if accepts_interpret else mod.emit(kernel)
     if isinstance(out, (str, bytes)):
         out = {"kernel.py": out}
     if not isinstance(out, dict):
         raise TypeError(f"emit() returned {type(out).__name__}, expected str or dict")
     files = {}
     for name, data in out.items():
-        if (not isinstance(name, str) or not name or "/" in name or "\\" in name
-                or name.startswith(".") or name in ("kernel.ir", "meta.json")):
+        if not _safe_name(name) or name in ("kernel.ir", "meta.json"):
             raise ValueError(f"emit() returned a bad file name {name!r}")
         files[name] = data.encode() if isinstance(data, str) else bytes(data)
     return files
@@ -370,6 +382,9 @@ def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
                 or not all(isinstance(f, dict) and isinstance(f.get("sha256"), str)
                            for f in e["files"].values())):
             raise CacheError(f"{p}: corrupted manifest: entry '{key[:16]}' is malformed")
+        if (len(key) != 64 or any(c not in "0123456789abcdef" for c in key)
+                or any(not _safe_name(n) for n in e["files"])):
+            raise CacheError(f"{p}: corrupted manifest: entry '{key[:16]}' has a bad key or file name")
     return m
 
 

@@ -199,6 +199,8 @@ def ls_cmd(dir):
         click.echo(f"{e['key'][:16]}  {e.get('kernel', '?'):<16} {e.get('target', '?'):<12} "
                    f"{e.get('backend', '?'):<10} {cg:<12} {_fmt_binding(e.get('binding') or {})}")
     click.echo(f"{len(rows)} entries")
+    if any(e.get("codegen", "").startswith("unavailable") for e in rows):
+        click.echo("ir-only*: the backend's code generator was not available; IR stored only")
 
 
 def json_key(v) -> str:

@@ -349,8 +349,11 @@ class Emitter:
         R = len(bshape)
         pos = 0
         terms, checks, idx = [], [], []
-        full_tile = any(kd[0] == "tile" and len(v.type.shape) == R for kd, v in zip(kinds, idx_vals))
+        full_tile = any(kd[0] == "tile" and tuple(self.peel(v).type.shape) == bshape and R > 0
+                        for kd, v in zip(kinds, idx_vals))
         for d, (kd, v) in enumerate(zip(kinds, idx_vals)):
+            if kd[0] == "tile":
+                v = self.peel(v)
             src = self.n(v)
             if kd[0] == "slice":
                 s = [1] * R
@@ -415,8 +418,19 @@ class Emitter:
             else:
                 other = f"{t}_f.new_zeros(())"
             self.emit(f"{name} = torch.where({ok}, {name}, {other})")
+        if R:
+            self.emit(f"{name} = {name}.expand(-1, {', '.join(map(str, r.type.shape))})")
+
+    @staticmethod
+    def peel(v: Value) -> Value:
+        """Loads and stores broadcast their operands themselves: look through broadcast/splat
+        so index, mask and value tensors stay small (size-1 dims) until the gather."""
+        while isinstance(v.owner, Op) and v.owner.name in ("broadcast", "splat"):
+            v = v.owner.operands[0]
+        return v
 
     def _aligned(self, v: Value, R: int) -> str:
+        v = self.peel(v)
         r0 = len(v.type.shape)
         return self.n(v) + (f"[:{', None' * (R - r0)}]" if R > r0 else "")
 

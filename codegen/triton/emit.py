@@ -50,7 +50,8 @@ _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 _HINTS = {"program_id": "pid", "num_programs": "npid", "dot": "mm", "cast": "cvt",
           "splat": "splat", "broadcast": "bc", "expand_dims": "x", "trans": "tr", "arange": "ar",
           "full": "full", "cmp": "c", "select": "sel", "constant": "k", "reshape": "rs"}
-_RESERVED = {"tl", "triton", "range", "float", "int", "bool", "len", "min", "max", "abs"}
+_RESERVED = {"tl", "triton", "range", "float", "int", "bool", "len", "min", "max", "abs", "sum", "any",
+             "all", "print", "pow", "round", "id", "type", "list", "tuple", "dict", "str"}
 
 
 def _pow2(n: int) -> bool:
@@ -296,7 +297,7 @@ class _Emitter:
             src = a[0]
             x = self.f32(src) if src.type.dtype in _16 else self.tref(src)
             r = f"{fn}({x}, axis={op.attrs['axis']})"
-            if rt.dtype != ("f32" if src.type.dtype in _16 else src.type.dtype) or op.attrs["kind"] == "sum":
+            if rt.dtype != ("f32" if src.type.dtype in _16 else src.type.dtype) or src.type.dtype == "bool":
                 r = f"{r}.to({TL[rt.dtype]})"
             self.define(op, depth, r)
         elif n == "dot":
@@ -434,8 +435,8 @@ class _Emitter:
         dt = op.result.type.dtype
         if op.attrs["has_other"]:
             o = rest[0]
-            other = self.cast(o, dt) if o not in self.lits and o.type.dtype != dt else (
-                _lit(o.owner.attrs["value"], dt) if o in self.lits else self.tref(o))
+            # the reference casts `other` to the tensor's dtype
+            other = _lit(o.owner.attrs["value"], dt) if o in self.lits else self.cast(o, dt)
         mask = self._mask(checks, explicit)
         name = self.bind(op.result)
         p = self.fresh(f"{name}_ptr")
