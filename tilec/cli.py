@@ -76,6 +76,34 @@ def ir(file, kernel, defines, no_passes):
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--kernel", "-k", required=True, help="kernel to emit")
+@click.option("-D", "defines", multiple=True, metavar="NAME=VALUE", help="bind a const or dim")
+@click.option("--backend", "-b", required=True, type=click.Choice(["cpu", "triton"]),
+              help="backend whose source to print")
+def emit(file, kernel, defines, backend):
+    """Print the source a backend generates for one specialisation (what would run)."""
+    import importlib
+    import os
+    from tilec.compiler import compile_file
+    try:
+        k = compile_file(file, kernel, _parse_defines(defines))[kernel]
+    except CompileError as e:
+        click.echo(e.render(), err=True)
+        sys.exit(1)
+    if backend == "triton":
+        os.environ.setdefault("TRITON_INTERPRET", "0")   # print the compiled (GPU) form
+    mod = importlib.import_module(f"codegen.{backend}")
+    try:
+        text = mod.emit(k, interpret=False) if backend == "triton" else mod.emit(k)
+    except Exception as e:     # a backend's own refusal (e.g. Triton's power-of-2 rule)
+        if type(e).__name__ in ("TritonUnsupported",):
+            _fail(str(e))
+        raise
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command()
 @click.option("--backend", "-b", default="reference", show_default=True,
               type=click.Choice(["reference", "cpu", "triton"]), help="backend to test")
 @click.option("--quick", is_flag=True, help="a smaller case set")

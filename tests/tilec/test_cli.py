@@ -39,3 +39,20 @@ def test_selftest_quick_passes_and_prints_a_table():
     assert p.returncode == 0, p.stdout + p.stderr
     assert "meta_attention" in p.stdout and "pass" in p.stdout
     assert "0 failed" in p.stdout.splitlines()[-1]
+
+
+def test_emit_triton_and_cpu_sources():
+    f = str(find_kernel("smooth_gemm"))
+    r = CliRunner().invoke(main, ["emit", f, "-k", "smooth_gemm_t", "-b", "triton", "-D", "K=4096"])
+    assert r.exit_code == 0, r.output
+    assert "@triton.jit" in r.output and "def smooth_gemm_t(" in r.output
+    r = CliRunner().invoke(main, ["emit", f, "-k", "smooth_gemm", "-b", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "def smooth_gemm(" in r.output
+
+
+def test_emit_triton_rejects_non_power_of_two_tiles():
+    r = CliRunner().invoke(main, ["emit", str(find_kernel("rmsnorm")), "-k", "rmsnorm", "-b", "triton",
+                                  "-D", "BN=96"])
+    assert r.exit_code == 1
+    assert "power-of-2" in r.output
