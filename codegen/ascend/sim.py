@@ -1,0 +1,272 @@
+"""Simulate an Ascend program (program.py) over the whole launch grid on CPU.
+
+Data: numpy semantics per instruction. L1 holds NZ fractals, L0A zZ, L0B nZ, L0C NZ f32; each
+layout is a real reshape/transpose of the data, tagged, so the conversions are exercised.
+MTE2 reads only the rows/cols inside the GM tensor (the rest of the on-chip tile is zeros);
+FixPipe casts and writes only the rows/cols inside the output.
+
+Synchronisation: every buffer access is checked against flag state. A pipe may read a slot
+another pipe wrote only after a WaitFlag whose SetFlag the writer issued after that write
+(RAW), and may overwrite a slot another pipe read or wrote only after such a hand-over (WAR,
+WAW). Violations and WaitFlags with no SetFlag raise SyncError.
+
+Timing: each pipe is an in-order queue. An instruction costs bytes / pipe rate (MTE2, MTE1,
+FIXPIPE) or MACs / Cube rate (full on-chip tiles: virtual padding still computes whole
+tiles); a WaitFlag stalls its pipe until the SetFlag time. A task takes the latest pipe finish
+plus a fixed startup; tasks go round-robin over the target's AI cores.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codegen.launch import bind
+from tilec import targets as T
+from tilec.ir import dtypes as D
+
+from .lower import check_legality, lower_gemm
+from .program import (PIPES, CopyGmToL1, FixPipe, LoadL0, Mmad, Program, Ref, SetFlag,
+                      WaitFlag)
+
+STARTUP_CYCLES = 1000     # estimate: per-task launch/scalar setup on an AI core
+
+
+class SyncError(RuntimeError):
+    """A buffer access not ordered by flags, or a WaitFlag no SetFlag matches."""
+
+
+@dataclass
+class Stats:
+    target: str
+    tasks: int
+    cores_used: int
+    busy_cycles: dict = field(default_factory=lambda: {p: 0 for p in PIPES})   # summed
+    bytes: dict = field(default_factory=lambda: {p: 0 for p in PIPES})
+    macs: int = 0
+    cycles: int = 0                 # critical core's modelled cycles
+    seconds: float = 0.0
+
+
+# --- layouts --------------------------------------------------------------------------------
+def to_nz(x, fr, fc):            # (R, C) -> (C/fc, R/fr, fr, fc): column blocks, rows Z inside
+    r, c = x.shape
+    return x.reshape(r // fr, fr, c // fc, fc).transpose(2, 0, 1, 3).copy()
+
+
+def from_nz(x):
+    c1, r1, fr, fc = x.shape
+    return x.transpose(1, 2, 0, 3).reshape(r1 * fr, c1 * fc)
+
+
+def to_zz(x, fr, fc):            # (R, C) -> (R/fr, C/fc, fr, fc): row blocks, rows Z inside
+    r, c = x.shape
+    return x.reshape(r // fr, fr, c // fc, fc).transpose(0, 2, 1, 3).copy()
+
+
+def from_zz(x):
+    r1, c1, fr, fc = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(r1 * fr, c1 * fc)
+
+
+def to_nz_b(x, fr, fc):          # L0B nZ: (K, N) -> (K/fr, N/fc, fc, fr): fractals stored n-major
+    k, n = x.shape
+    return x.reshape(k // fr, fr, n // fc, fc).transpose(0, 2, 3, 1).copy()
+
+
+def from_nz_b(x):
+    k1, n1, fc, fr = x.shape
+    return x.transpose(0, 3, 1, 2).reshape(k1 * fr, n1 * fc)
+
+
+class _Slot:
+    __slots__ = ("data", "layout", "writer", "can_read", "can_write", "readers")
+
+    def __init__(self):
+        self.data = None
+        self.layout = None
+        self.writer = None
+        self.can_read: set = set()
+        self.can_write: set = set(PIPES)
+        self.readers: set = set()
+
+
+class Machine:
+    """One AI core executing one tile task."""
+
+    def __init__(self, prog: Program, tgt, tensors: dict, env: dict, stats: Stats):
+        self.p, self.t, self.tensors, self.env, self.stats = prog, tgt, tensors, env, stats
+        self.slots = {(b.name, i): _Slot() for b in prog.buffers.values() for i in range(b.count)}
+        self.flags: dict = {}                       # (src, dst, ev) -> list of (time, grants)
+        self.log = {p: [] for p in PIPES}           # accesses since the last SetFlag per (src,dst)
+        self.mark: dict = {}
+        self.clock = {p: 0 for p in PIPES}
+
+    # -- sync ----------------------------------------------------------------------------------
+    def _slot(self, ref: Ref):
+        try:
+            return self.slots[(ref.buf, ref.slot)]
+        except KeyError:
+            raise SyncError(f"no buffer slot {ref}") from None
+
+    def _read(self, pipe, ref):
+        s = self._slot(ref)
+        if s.writer is None:
+            raise SyncError(f"{pipe} reads {ref} before anything was written to it")
+        if pipe != s.writer and pipe not in s.can_read:
+            raise SyncError(f"{pipe} reads {ref} written by {s.writer} without a "
+                            f"WaitFlag({s.writer}->{pipe}) after the write")
+        s.readers.add(pipe)
+        self.log[pipe].append((ref, "r"))
+        return s
+
+    def _write(self, pipe, ref, data, layout):
+        s = self._slot(ref)
+        others = (s.readers | ({s.writer} if s.writer else set())) - {pipe}
+        if others and pipe not in s.can_write:
+            raise SyncError(f"{pipe} overwrites {ref} used by {', '.join(sorted(others))} "
+                            f"without a WaitFlag handing it over")
+        s.data, s.layout, s.writer = data, layout, pipe
+        s.can_read, s.can_write, s.readers = set(), {pipe}, set()
+        self.log[pipe].append((ref, "w"))
+
+    def set_flag(self, ins: SetFlag):
+        key = (ins.src, ins.dst)
+        start = self.mark.get(key, 0)
+        grants = list(self.log[ins.src][start:])
+        self.mark[key] = len(self.log[ins.src])
+        self.flags.setdefault((ins.src, ins.dst, ins.event), []).append(
+            (self.clock[ins.src], grants))
+
+    def wait_flag(self, ins: WaitFlag):
+        q = self.flags.get((ins.src, ins.dst, ins.event))
+        if not q:
+            raise SyncError(f"WaitFlag({ins.src}->{ins.dst}, ev{ins.event}) has no SetFlag "
+                            f"before it (the {ins.dst} pipe would hang)")
+        t, grants = q.pop(0)
+        self.clock[ins.dst] = max(self.clock[ins.dst], t)
+        for ref, kind in grants:
+            s = self._slot(ref)
+            if kind == "w" and s.writer == ins.src:
+                s.can_read.add(ins.dst)
+            s.can_write.add(ins.dst)
+
+    # -- timing --------------------------------------------------------------------------------
+    def _cost(self, pipe, cycles, nbytes=0):
+        cycles = int(math.ceil(cycles))
+        self.clock[pipe] += cycles
+        self.stats.busy_cycles[pipe] += cycles
+        self.stats.bytes[pipe] += nbytes
+
+    # -- instructions ----------------------------------------------------------------------
+    def _range(self, spec, limit):
+        sym, size = spec
+        lo = int(self.env[sym])
+        return lo, max(0, min(lo + size, limit) - lo), size
+
+    def exec(self, ins, ienv):
+        self.env.update(ienv)
+        t = self.t
+        if isinstance(ins, SetFlag):
+            self.set_flag(ins)
+        elif isinstance(ins, WaitFlag):
+            self.wait_flag(ins)
+        elif isinstance(ins, CopyGmToL1):
+            g = self.tensors[ins.src.tensor]
+            r0, nr, R = self._range(ins.src.rows, g.shape[0])
+            c0, nc, C = self._range(ins.src.cols, g.shape[1])
+            buf = self.p.buffers[ins.dst.buf]
+            tile = np.zeros((R, C), dtype=D.to_numpy(buf.dtype))
+            tile[:nr, :nc] = g[r0:r0 + nr, c0:c0 + nc]       # selective read: valid rows only
+            fr, fc = t.fractal_shape(buf.dtype)
+            self._write("MTE2", ins.dst, to_nz(tile, fr, fc), "NZ")
+            nb = nr * nc * g.dtype.itemsize
+            self._cost("MTE2", nb / t.mte2_bytes_per_cycle, nb)
+        elif isinstance(ins, LoadL0):
+            s = self._read("MTE1", ins.src)
+            assert s.layout == "NZ"
+            x = from_nz(s.data)
+            if ins.transpose:
+                x = x.T
+            dst = self.p.buffers[ins.dst.buf]
+            if x.shape != dst.shape:
+                raise ValueError(f"{ins}: tile {x.shape} does not fit {dst.name}{dst.shape}")
+            fr, fc = t.fractal_shape(dst.dtype)
+            if dst.space == "L0A":
+                self._write("MTE1", ins.dst, to_zz(x, fr, fc), "zZ")
+            else:
+                self._write("MTE1", ins.dst, to_nz_b(x, fr, fc), "nZ")
+            self._cost("MTE1", x.nbytes / t.mte1_bytes_per_cycle, x.nbytes)
+        elif isinstance(ins, Mmad):
+            sa, sb = self._read("CUBE", ins.a), self._read("CUBE", ins.b)
+            assert sa.layout == "zZ" and sb.layout == "nZ"
+            a = from_zz(sa.data).astype(np.float32)
+            b = from_nz_b(sb.data).astype(np.float32)
+            r = np.matmul(a, b).astype(np.float32)
+            first = ins.init == "first" and self.env["i"] == 0
+            if not first:
+                r = from_nz(self._read("CUBE", ins.dst).data) + r
+            fr, fc = t.l0c_fractal
+            self._write("CUBE", ins.dst, to_nz(r, fr, fc), "NZ")
+            m, k = a.shape
+            n = b.shape[1]
+            macs = m * n * k
+            self.stats.macs += macs
+            self._cost("CUBE", macs / t.cube_macs_per_cycle[self.p.tile["dtype"]])
+        elif isinstance(ins, FixPipe):
+            s = self._read("FIXPIPE", ins.src)
+            x = from_nz(s.data)
+            g = self.tensors[ins.dst.tensor]
+            r0, nr, _ = self._range(ins.dst.rows, g.shape[0])
+            c0, nc, _ = self._range(ins.dst.cols, g.shape[1])
+            from codegen.reference.ops import as_type
+            g[r0:r0 + nr, c0:c0 + nc] = as_type(x[:nr, :nc], ins.dtype)   # selective write
+            nb = nr * nc * D.itemsize(ins.dtype)
+            self._cost("FIXPIPE", nb / t.fixpipe_bytes_per_cycle, nb)
+        else:
+            raise TypeError(f"unknown instruction {ins!r}")
+
+
+def _trips(prog: Program, dims: dict) -> int:
+    kind, v = prog.k_extent
+    k = v if kind == "const" else dims[v]
+    return -(-k // prog.tile["BK"]) if k > 0 else 0
+
+
+def simulate(prog: Program, tensors: dict, dims: dict, grid: tuple, target="ascend910b2") -> Stats:
+    tgt = T.get(target) if isinstance(target, str) else target
+    check_legality(prog, tgt)
+    trips = _trips(prog, dims)
+    if trips == 0:
+        raise NotImplementedError(f"{prog.kernel}: K = 0 (empty K loop) is not lowered yet: the "
+                                  "program has no Mmad to initialise L0C before FixPipe")
+    flat = prog.expand(trips)
+    ntasks = grid[0] * grid[1]
+    st = Stats(tgt.name, ntasks, min(ntasks, tgt.aic_cores))
+    core_cycles = [0] * tgt.aic_cores
+    task = 0
+    for p0 in range(grid[0]):
+        for p1 in range(grid[1]):
+            env = {"m0": p0 * prog.tile["BM"], "n0": p1 * prog.tile["BN"], "k": 0}
+            m = Machine(prog, tgt, tensors, env, st)
+            for ins, ienv in flat:
+                m.exec(ins, ienv)
+            leftover = {k: len(v) for k, v in m.flags.items() if v}
+            if leftover:
+                raise SyncError(f"flags set but never waited at the end of the task: {leftover}")
+            core_cycles[task % tgt.aic_cores] += max(m.clock.values()) + STARTUP_CYCLES
+            task += 1
+    st.cycles = max(core_cycles) if ntasks else 0
+    st.seconds = st.cycles / tgt.clock_hz
+    return st
+
+
+def run(kernel, args: dict, target="ascend910b2") -> Stats:
+    """Run ``kernel`` (a specialised smooth_gemm/smooth_gemm_t) on numpy arrays, in place."""
+    launch = bind(kernel, args)
+    for name, a in launch.tensors.items():
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"ascend simulator takes numpy arrays; '{name}' is {type(a).__name__}")
+    prog = lower_gemm(kernel, target)
+    return simulate(prog, launch.tensors, launch.dims, launch.grid, target)
