@@ -239,7 +239,7 @@ def simulate(prog: Program, tensors: dict, dims: dict, grid: tuple, target="asce
     check_legality(prog, tgt)
     trips = _trips(prog, dims)
     if trips == 0:
-        raise NotImplementedError(f"{prog.kernel}: K = 0 (empty K loop) is not lowered yet: the "
+        raise ValueError(f"{prog.kernel}: K = 0 (empty K loop) is not lowered yet: the "
                                   "program has no Mmad to initialise L0C before FixPipe")
     flat = prog.expand(trips)
     ntasks = grid[0] * grid[1]

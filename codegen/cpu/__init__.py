@@ -25,11 +25,10 @@ class CompiledCpuKernel:
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
         self.source, ns, self.fname = emit_kernel(kernel)
-        code = builtins.compile(self.source, f"<tilec-cpu {kernel.name}>", "exec")
-        body = self.source.split("\n\ndef ", 1)
-        # module-level constants were evaluated by the emitter; run only the function definition
-        exec(builtins.compile("def " + body[1], f"<tilec-cpu {kernel.name}>", "exec"), ns)
-        del code
+        # the module-level constants were already evaluated by the emitter (into ns);
+        # only the function definition is left to run
+        body = self.source.split("\n\ndef ", 1)[1]
+        exec(builtins.compile("def " + body, f"<tilec-cpu {kernel.name}>", "exec"), ns)
         self.fn = ns[self.fname]
         self.namespace = ns
 
@@ -87,8 +86,4 @@ def emit(kernel: Kernel) -> str:
 
 def run(kernel: Kernel, args: dict) -> None:
     """Run ``kernel`` on numpy arrays or torch tensors; stores write into them in place."""
-    ck = compile(kernel)
-    if ck.kernel is not kernel:
-        # same IR text, different object: the binding checks must use this kernel's signature
-        pass
-    ck(**args)
+    compile(kernel)(**args)

@@ -10,11 +10,21 @@ decides which is which; it matters for control flow:
 - ``if`` on a uniform condition is a Python ``if``; on a varying one both branches run (stores
   masked by the branch's condition) and the results merge with ``torch.where``.
 
+Loads and stores compute per-element linear indices (sum of index * stride over a flat view of
+the tensor), validity = in-bounds on the dims the bounds analysis marked ``masked`` & the
+explicit mask; gathers clamp each index so even unchecked or inactive lanes stay inside the
+tensor. Loads are not masked by the active mask: an inactive instance's values are never
+stored nor merged, so they may be anything. Stores scatter only valid & active elements.
+Integer division checks for zero only in active instances (the other branch of a varying
+``if`` may divide by zero harmlessly).
+
 Ops whose operands are all compile-time values (constants, aranges, fulls, ...) are hoisted to
-module level and evaluated once when the kernel is compiled.
+module level and evaluated once when the kernel is compiled; pure ops of a loop body that do
+not depend on the loop are emitted before the loop.
 """
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 
@@ -93,15 +103,13 @@ class Emitter:
         self.var = varying_values(kernel)
         self.ns = base_namespace()
         self.names: dict = {}
-        self.used = set(keyword.kwlist) | set(dir(__builtins__) if isinstance(__builtins__, dict) is False
-                                             else __builtins__) | set(self.ns) | {"_grid", "_P", "_pids"}
+        self.used = set(keyword.kwlist) | set(dir(builtins)) | set(self.ns) | {"_grid", "_pids", "_v"}
         self.hoisted: set = set()        # values bound at module level (known at compile time)
         self.head: list[str] = []        # module-level lines
         self.lines: list[str] = []
         self.depth = 1
         self.act = None                  # name of the current active mask ([P] bool) or None
-        self.tmp = 0
-        self.tensor_names: dict = {}
+        self.done: set = set()           # ops already emitted (hoisted out of a loop)
 
     # ---- naming -------------------------------------------------------------------------
     def fresh(self, hint: str | None) -> str:
@@ -131,6 +139,16 @@ class Emitter:
         self.head.append(line)
         exec(line, self.ns)      # evaluate now: later hoisting decisions may inspect it
 
+    def try_hoist(self, name: str, expr: str, comment: str) -> bool:
+        """Hoist a compile-time value; if evaluating it fails (say an integer division by a
+        zero constant in a branch that may never run), it stays in the function instead."""
+        try:
+            self.hoist(name, expr, comment)
+        except Exception:           # noqa: BLE001 - any failure: compute it at run time
+            self.head.pop()
+            return False
+        return True
+
     # ---- whole kernel ---------------------------------------------------------------------
     def run(self) -> str:
         k = self.k
@@ -138,6 +156,10 @@ class Emitter:
         params = list(k.param_order) + [d for d in k.dims if d not in k.param_order]
         for p in params:
             self.used.add(p)
+        for tp in k.tensors:           # per-tensor names of the prologue
+            self.used.update({f"{tp.name}_f", f"{tp.name}_hi"})
+            for i in range(tp.type.rank):
+                self.used.update({f"{tp.name}_{c}{i}" for c in "snm"})
         fname = self.fresh(k.name)
         consts = ", ".join(f"{a}={b}" for a, b in k.consts.items())
         self.lines.append(f"def {fname}({', '.join(params)}, _grid):")
@@ -171,8 +193,29 @@ class Emitter:
         for op in b.ops:
             if op.name == "yield":
                 return [self.n(v) for v in op.operands]
+            if op in self.done:
+                continue
             self.op(op)
         return []
+
+    def hoist_invariants(self, body: Block) -> None:
+        """Loop-invariant code motion: pure ops of a loop body whose operands all come from
+        outside the loop run once, before it (integer division stays: it may raise)."""
+        inside = set(body.args)
+        for op in body.ops:
+            for o in op.walk():
+                inside.update(o.results)
+        for op in body.ops:
+            if op.name in _NOT_HOISTABLE or op.regions or not op.results:
+                continue
+            if op.name == "binary" and op.attrs["op"] in ("div", "floordiv", "mod") and \
+                    D.is_int(op.results[0].type.dtype) and not self._nonzero_const(op.operands[1]):
+                continue
+            if any(v in inside for v in op.operands):
+                continue
+            self.op(op)
+            self.done.add(op)
+            inside.difference_update(op.results)
 
     def is_hoistable(self, op: Op) -> bool:
         if op.name in _NOT_HOISTABLE or op.regions:
@@ -194,9 +237,8 @@ class Emitter:
         r = op.results[0]
         name = self.bind(r)
         comment = f"{op.name} {self._attrs(op)}-> {r.type}".replace("  ", " ")
-        if self.is_hoistable(op):
+        if self.is_hoistable(op) and self.try_hoist(name, expr, comment):
             self.hoisted.add(r)
-            self.hoist(name, expr, comment)
         else:
             self.emit(f"{name} = {expr}  # {comment}")
 
@@ -227,7 +269,8 @@ class Emitter:
         if name == "unary":
             return self.unary(op.attrs["op"], a[0], dt)
         if name == "select":
-            return f"torch.where({a[0]}, {a[1]}, {a[2]})"
+            c = self._aligned(op.operands[0], len(rt_.shape))
+            return f"torch.where({c}, {a[1]}, {a[2]})"
         if name == "cast":
             src = op.operands[0].type.dtype
             if src == dt:
@@ -325,7 +368,21 @@ class Emitter:
         return e
 
     # ---- memory --------------------------------------------------------------------------
-    def _access(self, op: Op, what: str):
+    def _size(self, v: Value, slice_len=None) -> tuple:
+        """Sort key of an index/mask operand when combining them: values that vary per
+        instance first (they tend to share an [P, BM, 1]-like shape), then by element count."""
+        n = slice_len or int(np.prod(self.peel(v).type.shape or (1,)))
+        return (0 if v in self.var else 1, n)
+
+    @staticmethod
+    def _index_rank(op: Op) -> int:
+        kinds = op.attrs["index"]
+        nsl = sum(1 for k in kinds if k[0] == "slice")
+        ranks = [nsl if nsl else 0] + [len(v.type.shape) for k, v in zip(kinds, op.operands[1:])
+                                        if k[0] == "tile"]
+        return max(ranks)
+
+    def _access(self, op: Op, extra=()):
         """Emit linear-index and validity code of a load/store; returns (lin, ok|None, rank, rest)."""
         tensor = op.operands[0]
         t = self.n(tensor)
@@ -375,13 +432,16 @@ class Emitter:
                 nm = self.fresh(f"_ix{d}")
                 self.emit(f"{nm} = {e}")
                 e = nm
-            idx.append(e)
+            size = self._size(v, kd[1] if kd[0] == "slice" else None)
+            idx.append((size, d, e))
             if op.attrs["masked"][d]:
-                checks.append(f"({e} < {t}_n{d})" if lo_ok else f"(({e} >= 0) & ({e} < {t}_n{d}))")
+                checks.append((size, f"({e} < {t}_n{d})" if lo_ok else f"(({e} >= 0) & ({e} < {t}_n{d}))"))
         # per-dim validity first (small broadcastable tensors), then one combination;
         # indices are clamped per dim (cheap) unless a full-size gather index makes one final
         # clamp of the linear index cheaper
-        for d, e in enumerate(idx):
+        # small operands first, so only the last add / and makes a full-size tensor
+        checks = [c for _, c in sorted(checks + list(extra), key=lambda x: x[0])]
+        for _, d, e in sorted(idx, key=lambda x: x[0]):
             c = e if full_tile else f"{e}.clamp(0, {t}_m{d})"
             terms.append(f"{c} * {t}_s{d}")
         lin = self.fresh("_lin")
@@ -400,16 +460,13 @@ class Emitter:
         r = op.results[0]
         self.emit(f"# {self.bind(r)} = load {t}[{', '.join(k[0] for k in op.attrs['index'])}]"
                   f" masked={op.attrs['masked']} -> {r.type}")
-        lin, ok, R, rest = self._access(op, "load")
-        rest = list(rest)
+        nidx = len(op.attrs["index"])
+        rest = list(op.operands[1 + nidx:])
+        extra = []
         if op.attrs["has_mask"]:
             m = rest.pop(0)
-            me = self._aligned(m, R)
-            if ok is None:
-                ok = self.fresh("_ok")
-                self.emit(f"{ok} = {me}")
-            else:
-                self.emit(f"{ok} = {ok} & {me}")
+            extra.append((self._size(m), self._aligned(m, self._index_rank(op))))
+        lin, ok, R, _ = self._access(op, extra)
         name = self.n(r)
         self.emit(f"{name} = {t}_f[{lin}]")
         if ok is not None:
@@ -437,16 +494,20 @@ class Emitter:
     def store_op(self, op: Op) -> None:
         t = self.n(op.operands[0])
         self.emit(f"# store {t}[{', '.join(k[0] for k in op.attrs['index'])}] masked={op.attrs['masked']}")
-        lin, ok, R, rest = self._access(op, "store")
-        val = self._aligned(rest[0], R)
-        conds = [ok] if ok else []
+        nidx = len(op.attrs["index"])
+        value = op.operands[1 + nidx]
+        Rv = self._index_rank(op)
+        extra = []
         if op.attrs["has_mask"]:
-            conds.append(self._aligned(rest[1], R))
+            m = op.operands[2 + nidx]
+            extra.append((self._size(m), self._aligned(m, Rv)))
         if self.act:
-            conds.append(f"{self.act}[:{', None' * R}]")
+            extra.append(((0, 1), f"{self.act}[:{', None' * Rv}]"))
+        lin, ok, R, rest = self._access(op, extra)
+        val = self._aligned(value, R)
+        conds = [ok] if ok else []
         if conds:
-            c = self.fresh("_ok")
-            self.emit(f"{c} = {' & '.join(conds)}")
+            c = ok
             self.emit(f"{lin}, _v, {c} = torch.broadcast_tensors({lin}, {val}, {c})")
             self.emit(f"{t}_f[{lin}[{c}]] = _v[{c}].to({t}_f.dtype)")
         else:
@@ -462,6 +523,7 @@ class Emitter:
         args = [self.bind(a) for a in body.args[1:]]
         for a_, i_ in zip(args, init):
             self.emit(f"{a_} = {self.n(i_)}   # carried")
+        self.hoist_invariants(body)
         uniform = lo not in self.var and hi not in self.var
         saved = self.act
         if uniform:
@@ -474,6 +536,7 @@ class Emitter:
             self.depth -= 1
         else:
             trips, k, act = self.fresh("_trips"), self.fresh("_k"), self.fresh("_act")
+            self.used.add(f"{trips}_max")
             self.emit(f"{trips}, {trips}_max = rt.trips({self.n(lo)}, {self.n(hi)}, {step}, {saved or 'None'})"
                       f"   # for {iv} in range(lo, hi, {step}) (bounds vary per instance)")
             self.emit(f"for {k} in range({trips}_max):")

@@ -193,3 +193,53 @@ kernel dz(A: i32[NP], B: i32[NP], Y: i32[NP]):
     kern2 = compile_source(src.replace("if b != 0:", "if b != 12345:"), "dz.tile")["dz"]
     with pytest.raises(ZeroDivisionError):
         cpu.run(kern2, {"A": a, "B": b, "Y": np.zeros(4, np.int32)})
+
+
+_MIX = """
+kernel mix(X: f16[R, 8], L: i32[R], Y: f16[R, 8], Z: i32[R, 8], flag: i32, BR: const = 2):
+    grid(cdiv(R, BR))
+    r0 = program_id(0) * BR
+    x = load(X[r0 : r0 + BR, 0 : 8], other=1.0)
+    n = load(L[r0])
+    tot = zeros((BR, 8), f32)
+    for i in range(0, n, 1):
+        for j in range(i, n, 3):
+            tot = tot + cast(x, f32) * cast(j - i, f32)
+    y = cast(abs(x), f32)
+    if flag > 0:
+        y = sqrt(y) + log(y + 1.0) + exp2(cast(x, f32))
+    else:
+        y = y - 1.0
+    y = y + tot * 0.01 + max(y, 1)[:, None] - min(y, 1)[:, None]
+    store(Y[r0 : r0 + BR, 0 : 8], y)
+    q = cast(x * 10.0, i32)
+    store(Z[r0 : r0 + BR, 0 : 8], where(q > 0, q % 3, (0 - q) // 4 - q % 4), mask=q != 0)
+"""
+
+
+@pytest.mark.parametrize("flag", [1, -1])
+def test_nested_varying_loops_uniform_if_int_semantics(flag):
+    """Nested loops whose inner bounds depend on the outer induction variable, an `if` on a
+    runtime scalar (uniform over the grid), f16 math, reductions, truncating // and %."""
+    kern = compile_source(_MIX, "mix.tile")["mix"]
+    rng = np.random.default_rng(flag + 5)
+    args = {"X": rng.standard_normal((7, 8)).astype(np.float16),
+            "L": rng.integers(-2, 9, 7).astype(np.int32),
+            "Y": np.full((7, 8), np.nan, np.float16), "Z": np.full((7, 8), -77, np.int32), "flag": flag}
+    out = _both(kern, args, ["Y", "Z"])
+    np.testing.assert_array_equal(out["Z"][1], out["Z"][0])
+    _close(*out["Y"], "f16")
+    assert "if bool(" in cpu.emit(kern)
+
+
+def test_empty_grid_and_bf16_torch_tensors():
+    kern = specialise("smooth_gemm_t", DT="bf16", BM=32, BN=32, BK=32)
+    a = torch.randn(0, 64).to(torch.bfloat16)
+    w = torch.randn(40, 64).to(torch.bfloat16)
+    c = torch.empty(0, 40, dtype=torch.bfloat16)
+    cpu.run(kern, {"A": a, "W": w, "C": c})            # grid (0, 2): nothing runs
+    a = torch.randn(37, 64).to(torch.bfloat16)
+    c = torch.full((37, 40), float("nan"), dtype=torch.bfloat16)
+    cpu.run(kern, {"A": a, "W": w, "C": c})
+    want = (a.float() @ w.float().t()).to(torch.bfloat16)
+    torch.testing.assert_close(c.float(), want.float(), atol=0.1, rtol=0.02)
