@@ -17,6 +17,9 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/tilec check
 	$(BIN)/tilec selftest --backend reference --quick
+	$(BIN)/tilec selftest --backend cpu --quick
+	$(BIN)/tilec compile --target cpu --out artifacts --kernel smooth_gemm_t --kernel meta_attention
+	$(BIN)/tilec verify artifacts
 
 test: setup
 	$(BIN)/python -m pytest -n 2 tests
