@@ -308,7 +308,7 @@ class Emitter:
             if op.operands[1].type.dtype != "f32":
                 y = f"{y}.float()"
             return f"torch.matmul({x}, {y})"
-        raise NotImplementedError(f"cpu backend: unknown op {name}")
+        raise ValueError(f"cpu backend: unknown op {name}")
 
     def _nonzero_const(self, v: Value) -> bool:
         if v not in self.hoisted:
@@ -342,7 +342,7 @@ class Emitter:
         elif kind == "minimum":
             e = f"torch.minimum({x}, {y})"
         else:
-            raise NotImplementedError(f"cpu backend: binary op {kind}")
+            raise ValueError(f"cpu backend: binary op {kind}")
         if dt in _HALF:
             e = f"{e}.to({_TD[dt]})"
         return e
@@ -362,7 +362,7 @@ class Emitter:
         elif kind == "sigmoid":
             e = f"(1.0 / (1.0 + torch.exp(-{x})))"
         else:
-            raise NotImplementedError(f"cpu backend: unary op {kind}")
+            raise ValueError(f"cpu backend: unary op {kind}")
         if half:
             e = f"{e}.to({_TD[dt]})"
         return e

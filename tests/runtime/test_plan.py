@@ -61,7 +61,7 @@ def check_tasks(stages, tasks, tree_mask, hkv, group, bm, tile_rows=None):
         assert t[COL_SEQ] == st.seq
         assert 0 <= rel < st.num_tokens and rel % tt == 0
         assert t[COL_Q_ROWS] == min(tt, st.num_tokens - rel)
-        assert 1 <= t[COL_Q_ROWS] <= bm // group
+        assert t[COL_Q_ROWS] >= 1 and t[COL_Q_ROWS] <= bm // group
         assert t[COL_Q_POS] == st.context_len + rel
         assert t[COL_KV_LEN] == st.context_len + st.num_tokens
         assert 0 <= t[COL_KV_HEAD] < hkv
