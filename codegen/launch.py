@@ -80,7 +80,7 @@ def bind(kernel: Kernel, args: dict) -> Launch:
 
 
 def eval_grid(kernel: Kernel, dims: dict, scalars: dict) -> tuple:
-    from codegen.reference.ops import scalar_eval
+    from tilec.ir.semantics import scalar_eval
     env = {v: dims[n] for n, v in kernel.dims.items()}
     env.update({v: scalars[v.hint] for v in kernel.scalars})
     for op in kernel.grid.ops:

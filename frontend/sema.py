@@ -6,6 +6,7 @@ does not cascade and the rest of the file is still checked.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 
@@ -74,17 +75,6 @@ class _Scope:
             s = s.parent
         return None
 
-    def defined_outside(self, name: str, stop: "_Scope") -> bool:
-        s = self
-        while s is not None and s is not stop:
-            s = s.parent
-        s = stop
-        while s is not None:
-            if name in s.vars and not isinstance(s.vars[name], LoopLocal):
-                return True
-            s = s.parent
-        return False
-
 
 def assigned_names(stmts: list) -> list[str]:
     out: list[str] = []
@@ -113,6 +103,7 @@ class Lowering:
         self.filename = filename
         self.block: Block | None = None
         self.affine: dict[Value, dict] = {}     # scalar int value -> {atom/1: coeff}
+        self.dim_values: set[Value] = set()     # symbolic dims: read-only in the kernel body
 
     # ------------------------------------------------------------------ helpers
     def err(self, loc, msg, hint=None):
@@ -297,6 +288,7 @@ class Lowering:
                         if d not in dims:
                             dims[d] = Value(Type("i32"), hint=d)
                             scope.vars[d] = dims[d]
+                            self.dim_values.add(dims[d])
                     dim_sources.setdefault(d, (p.name, axis))
                 tv = Value(TensorType(dt.name, tuple(tdims)), hint=p.name)
                 tp = TensorParam(p.name, tv)
@@ -369,22 +361,19 @@ class Lowering:
                      + ("builtin" if name in BUILTINS else "parameter"))
             return
         prev = scope.lookup(name)
-        if isinstance(prev, Value) and prev in self.k_dims_values():
+        if isinstance(prev, Value) and prev in self.dim_values:
             self.err(loc, f"cannot assign to '{name}': it is a tensor dim")
             return
         scope.vars[name] = val
         if isinstance(val, Value) and val.hint is None and val.owner is not None:
             val.hint = name
 
-    def k_dims_values(self):
-        return ()
-
     def stmt(self, s, scope):
         if isinstance(s, A.Assign):
             v = self.expr(s.value, scope)
             if isinstance(v, Ref):
                 v = self.err(s.value.loc, "a tensor access must be read with load(...)",
-                             f"write load({s.target}...)" if False else "wrap it: load(T[...])")
+                             "wrap it: load(T[...])")
             if isinstance(v, A.Node):
                 v = POISON
             self.assign_var(scope, s.target, v, s.loc)
@@ -450,8 +439,6 @@ class Lowering:
             inner = _Scope(scope)
             inner.vars[s.var] = iv
             inner.vars.update(args)
-            if isinstance(step, int) and isinstance(lo, int):
-                pass
             self.block = body
             n_errors = len(self.sink.items)
             self.stmts(s.body, inner)
@@ -587,7 +574,12 @@ class Lowering:
         return self.err(e.loc, "None is only allowed inside [] to add a broadcast axis")
 
     def e_Tuple(self, e, scope):
-        return tuple(self.expr(i, scope) for i in e.items)
+        items = tuple(self.expr(i, scope) for i in e.items)
+        for node, it in zip(e.items, items):
+            if isinstance(it, Ref):
+                return self.err(node.loc, "a tensor access must be read with load(...)",
+                                "wrap it: load(T[...])")
+        return items
 
     def e_Name(self, e, scope):
         v = scope.lookup(e.id)
@@ -595,7 +587,6 @@ class Lowering:
             if e.id in BUILTINS:
                 return self.err(e.loc, f"builtin '{e.id}' must be called")
             hint = None
-            import difflib
             cands = [n for s in self._scopes(scope) for n in s.vars] + sorted(BUILTINS)
             close = difflib.get_close_matches(e.id, cands, n=1)
             if close:
@@ -805,7 +796,6 @@ class Lowering:
             v = scope.lookup(f)
             if v is not None:
                 return self.err(e.func_loc, f"'{f}' is not a function")
-            import difflib
             close = difflib.get_close_matches(f, sorted(BUILTINS), n=1)
             return self.err(e.func_loc, f"unknown function '{f}'",
                             f"did you mean '{close[0]}'?" if close else None)

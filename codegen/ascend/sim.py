@@ -220,7 +220,7 @@ class Machine:
             g = self.tensors[ins.dst.tensor]
             r0, nr, _ = self._range(ins.dst.rows, g.shape[0])
             c0, nc, _ = self._range(ins.dst.cols, g.shape[1])
-            from codegen.reference.ops import as_type
+            from tilec.ir.semantics import as_type
             g[r0:r0 + nr, c0:c0 + nc] = as_type(x[:nr, :nc], ins.dtype)   # selective write
             nb = nr * nc * D.itemsize(ins.dtype)
             self._cost("FIXPIPE", nb / t.fixpipe_bytes_per_cycle, nb)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codegen.reference import ops as S
+from tilec.ir import semantics as S
 from tilec.ir import dtypes as D
 
 DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32,

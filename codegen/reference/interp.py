@@ -13,7 +13,7 @@ from codegen.launch import bind
 from tilec.ir import dtypes as D
 from tilec.ir.core import Block, Kernel
 
-from . import ops as S
+from tilec.ir import semantics as S
 
 
 class BoundsClaimError(AssertionError):

@@ -11,7 +11,7 @@ One specialised ``Kernel`` becomes one ``@triton.jit`` function:
   elements work); a bounds check is emitted only
   for the dims the bounds analysis marked ``masked``, ANDed with the explicit mask. A masked
   load always passes ``other`` (default 0): Triton leaves masked-off lanes undefined otherwise.
-- numerics follow ``codegen/reference/ops.py``: 16-bit float arithmetic is written out as
+- numerics follow ``tilec/ir/semantics.py``: 16-bit float arithmetic is written out as
   f32 arithmetic rounded back to the 16-bit type after each op; reductions of 16-bit floats
   run in f32; ``dot`` accumulates in f32 (``input_precision="ieee"`` for f32 inputs).
   Integer ``//`` and ``%`` map to Triton's, which truncate toward zero (C semantics, as the

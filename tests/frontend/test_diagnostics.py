@@ -63,6 +63,8 @@ def test_semantic_errors_are_all_reported():
     ("for i in range(0, M, M):\n        pass", "range step must be a positive compile-time constant"),
     ("x = y", "unknown name 'y'"),
     ("A = 1", "cannot assign to 'A'"),
+    ("M = 1", "cannot assign to 'M': it is a tensor dim"),
+    ("x = (A[0 : 4], 1)", "a tensor access must be read with load(...)"),
     ("x = program_id(2)", "program_id(2) but the grid has 1 dims"),
     ("x = 1 // 0", "division by zero"),
     ("load(A[0 : 16])", "expression statement has no effect"),

@@ -17,7 +17,7 @@ def _fold(op: Op, consts: dict):
     if any(v is None for v in vals) or not op.results or not op.results[0].type.is_scalar:
         return None
     # reuse the reference semantics so folding can never disagree with execution
-    from codegen.reference.ops import scalar_eval
+    from tilec.ir.semantics import scalar_eval
     try:
         return scalar_eval(op, vals)
     except (ArithmeticError, ValueError):
