@@ -79,7 +79,24 @@ def bind(kernel: Kernel, args: dict) -> Launch:
     return Launch(tensors, scalars, dims, grid)
 
 
+_GRID_CACHE_SIZE = 4096
+
+
 def eval_grid(kernel: Kernel, dims: dict, scalars: dict) -> tuple:
+    """The launch grid for these dims/scalars; memoised per kernel, because a server launches
+    the same kernel with the same few shapes over and over and the evaluation (numpy scalar
+    semantics, op by op) costs more than a small GEMM's Python overhead."""
+    key = (tuple(dims.items()), tuple(scalars.items()))
+    cache = kernel.__dict__.setdefault("_grid_cache", {})
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) >= _GRID_CACHE_SIZE:
+            cache.clear()
+        hit = cache[key] = _eval_grid(kernel, dims, scalars)
+    return hit
+
+
+def _eval_grid(kernel: Kernel, dims: dict, scalars: dict) -> tuple:
     from tilec.ir.semantics import scalar_eval
     env = {v: dims[n] for n, v in kernel.dims.items()}
     env.update({v: scalars[v.hint] for v in kernel.scalars})

@@ -1,10 +1,14 @@
 """Runtime helpers called by the generated torch code of the cpu backend.
 
-Every IR value is a torch tensor with a leading *instance* axis: size P (one row per program
-instance of the grid) for values that differ between instances, or size 1 for values that are
-the same in all of them (constants, dims, scalars); torch broadcasting mixes the two freely.
+Every IR value is a torch tensor with G leading *instance* axes, one per grid axis (G = the
+grid's rank): along grid axis a a value has size g_a if it may differ between the programs of
+that axis, 1 if not. Constants, dims and scalars are [1]*G; an A row-block indexed by
+program_id(0) is [g0, 1, ...] and is loaded once, not once per program of axis 1. Torch
+broadcasting mixes the shapes freely.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -23,22 +27,19 @@ def from_numpy(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-def const(value, dtype: str, shape=()) -> torch.Tensor:
-    """A uniform value [1, *shape], converted exactly as the reference does (ops.as_type)."""
+def const(value, dtype: str, shape=(), lead: int = 1) -> torch.Tensor:
+    """A uniform value [1]*lead + shape, converted exactly as the reference does (as_type)."""
     a = np.ascontiguousarray(np.broadcast_to(S.as_type(value, dtype), tuple(shape)))
-    return from_numpy(a.copy()).reshape(1, *shape)
+    return from_numpy(a.copy()).reshape(*([1] * lead), *shape)
 
 
 def program_ids(grid: tuple) -> tuple:
-    """program_id(axis) for every instance, in the reference's order (last axis fastest)."""
-    p = 1
-    for g in grid:
-        p *= g
-    lin = torch.arange(p, dtype=torch.int64)
-    out, stride = [], p
-    for g in grid:
-        stride //= g
-        out.append(((lin // stride) % g).to(torch.int32))
+    """program_id(axis) for every instance: arange(g_axis) along its own instance axis."""
+    out = []
+    for a, g in enumerate(grid):
+        s = [1] * len(grid)
+        s[a] = g
+        out.append(torch.arange(g, dtype=torch.int32).reshape(s))
     return tuple(out)
 
 
@@ -51,18 +52,19 @@ def flat(t: torch.Tensor):
     return t.as_strided((span,), (1,), t.storage_offset()), span - 1, True
 
 
-def align(x: torch.Tensor, rank: int) -> torch.Tensor:
-    """Right-align a value's tile shape to ``rank`` dims (after the instance axis)."""
-    k = rank - (x.dim() - 1)
-    if k <= 0:
-        return x
-    return x.reshape(x.shape[0], *([1] * k), *x.shape[1:])
+def rows(f: torch.Tensor, hi: int, n: int, s: int) -> torch.Tensor:
+    """Overlapping-window view of a flat tensor view: rows(f)[i] = f[i + s * arange(n)], so a
+    gather by the linear index of a row's first element fetches the whole row."""
+    count = hi + 1 - (n - 1) * s
+    if count < 1:                  # empty tensor: every access is masked; any row will do
+        return f.new_zeros(1, n)
+    return f.as_strided((count, n), (1, s))
 
 
 def _zero_check(b: torch.Tensor, act) -> None:
     z = b == 0
-    if act is not None:
-        z = z & align(act, z.dim() - 1)
+    if act is not None:        # act has the instance axes only; tile dims follow
+        z = z & act.reshape(*act.shape, *([1] * (z.dim() - act.dim())))
     if bool(z.any()):
         raise ZeroDivisionError("integer division by zero")
 
@@ -79,9 +81,16 @@ def imod(a, b, act=None):
 
 
 def iv_range(lo: torch.Tensor, hi: torch.Tensor, step: int):
-    """Induction values of a loop whose bounds are the same in every instance: [1] tensors."""
+    """Induction values of a loop whose bounds are the same in every instance: [1]*G tensors."""
     return torch.arange(int(lo.reshape(-1)[0]), int(hi.reshape(-1)[0]), step,
-                        dtype=lo.dtype).reshape(-1, 1)
+                        dtype=lo.dtype).reshape(-1, *lo.shape)
+
+
+def span(lo: torch.Tensor, hi: torch.Tensor, step: int) -> tuple:
+    """(start, element count) covered by the iterations of a uniform ``range(lo, hi, step)``
+    with step > 0 whose body reads [iv, iv + step): trip count x step elements."""
+    a, b = int(lo.reshape(-1)[0]), int(hi.reshape(-1)[0])
+    return a, max(0, -(-(b - a) // step)) * step
 
 
 def trips(lo: torch.Tensor, hi: torch.Tensor, step: int, act=None):
@@ -92,5 +101,162 @@ def trips(lo: torch.Tensor, hi: torch.Tensor, step: int, act=None):
     n = torch.div(d + (step - 1), step, rounding_mode="floor").clamp_min(0)
     if act is not None:
         n = torch.where(act, n, torch.zeros_like(n))
-    n = n.expand(max(n.shape[0], 1 if act is None else act.shape[0]))
     return n, (int(n.max()) if n.numel() else 0)
+
+
+# --- fast paths: blocked tile views and folded dots ------------------------------------------
+# A "blocked" access reads, along tensor dim d, rows [pid_a * E + u, pid_a * E + u + E) for
+# grid axis a (or [u, u + E) when no axis is named): the tiles of all programs of axis a are
+# then one region of g_a * E rows, reshaped to (g_a, E). Such a region is read as a view when
+# it lies inside the tensor, otherwise copied into a buffer pre-filled with ``other`` (reads
+# outside the tensor give ``other``, as in the reference). dims: per tensor dim a tuple
+# (u, E, axis or None, keep); keep=False drops the dim (a scalar index, E = 1).
+
+class _TilePlan:
+    """Everything tile_load/tile_store derive from (tensor shape, grid, dims): regions, the
+    part inside the tensor, the split shape and permutations. Memoised (_PLANS): a server
+    launches the same shapes over and over."""
+
+    def __init__(self, n: tuple, lead: int, grid: tuple, dims: tuple):
+        self.regions = [(u, e * grid[ax] if ax is not None else e) for u, e, ax, _ in dims]
+        self.inside = all(u >= 0 and u + r <= n[d] for d, (u, r) in enumerate(self.regions))
+        self.src = tuple(slice(u, u + r) for u, r in self.regions)
+        lo = [max(u, 0) for u, _ in self.regions]
+        hi = [min(u + r, n[d]) for d, (u, r) in enumerate(self.regions)]
+        self.nonempty = all(h > l for l, h in zip(lo, hi))
+        self.valid_src = tuple(slice(l, h) for l, h in zip(lo, hi))
+        self.valid_dst = tuple(slice(l - u, h - u) for l, h, (u, _) in zip(lo, hi, self.regions))
+        self.full = [r for _, r in self.regions]
+        # the common ragged case, one blocked dim padded at its tail, is recorded (see _PAD)
+        tail = [d for d, (u, r) in enumerate(self.regions) if not (u >= 0 and u + r <= n[d])]
+        self.tail = None
+        if len(tail) == 1:
+            d0 = tail[0]
+            u0, _, ax0, keep0 = dims[d0]
+            if ax0 is not None and keep0 and u0 >= 0:
+                self.tail = (ax0, sum(1 for _, _, _, k in dims[:d0] if k), max(n[d0] - u0, 0))
+        labels, self.split = [], []
+        for d, (_, e, ax, _) in enumerate(dims):
+            if ax is not None:
+                labels.append(("g", ax))
+                self.split.append(grid[ax])
+            labels.append(("t", d))
+            self.split.append(e)
+        self.order = [labels.index(("g", a)) for a in range(lead) if ("g", a) in labels]
+        self.order += [i for i, lab in enumerate(labels) if lab[0] == "t"]
+        self.inverse = [0] * len(self.order)
+        for i, o in enumerate(self.order):
+            self.inverse[o] = i
+        used = {lab[1] for lab in labels if lab[0] == "g"}
+        self.all_axes = len(used) == lead
+        tile = [e for u, e, ax, keep in dims if keep]
+        self.out = [grid[a] if a in used else 1 for a in range(lead)] + tile
+        self.expand = list(grid) + tile
+        self.unsqueezed = list(grid) + [e for u, e, ax, keep in dims]
+
+
+_PLANS: dict = {}
+
+
+def _plan(t: torch.Tensor, lead: int, grid: tuple, dims) -> _TilePlan:
+    key = (tuple(t.shape), lead, tuple(grid), tuple(dims))
+    p = _PLANS.get(key)
+    if p is None:
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        p = _PLANS[key] = _TilePlan(key[0], lead, key[2], key[3])
+    return p
+
+
+def tile_load(t: torch.Tensor, lead: int, grid: tuple, dims, other=0) -> torch.Tensor:
+    p = _plan(t, lead, grid, dims)
+    if p.inside:
+        x = t[p.src]
+    else:
+        x = t.new_full(p.full, other)
+        if p.nonempty:
+            x[p.valid_dst] = t[p.valid_src]
+    x = x.reshape(p.split).permute(p.order).reshape(p.out)
+    if p.tail is not None and not p.inside and other == 0:
+        setattr(x, _PAD, p.tail)
+    return x
+
+
+# Attribute of a tile_load result whose only padding is zero rows at the tail of a blocked dim:
+# (instance axis, tile dim, valid): along (axis, tile dim) flattened, rows >= valid are padding.
+_PAD = "_tilec_tail_padding"
+
+
+def tile_store(t: torch.Tensor, value: torch.Tensor, lead: int, grid: tuple, dims) -> None:
+    """Write the tiles of every program (each grid axis blocks one tensor dim) in one copy;
+    only the part of the region inside the tensor is written."""
+    p = _plan(t, lead, grid, dims)
+    if not p.all_axes:
+        raise ValueError("tile_store: every grid axis must block a dim")   # the emitter checks
+    if not p.nonempty:
+        return
+    v = value.expand(p.expand).reshape(p.unsqueezed).permute(p.inverse).reshape(p.full)
+    t[p.valid_src] = v[p.valid_dst]
+
+
+def _fold_plan(xs: tuple, ys: tuple, lead: int, ty: bool):
+    """Permutations/sizes of dot()'s folding for one pair of instance shapes (memoised: a
+    kernel sees the same few shapes every launch)."""
+    both = [a for a in range(lead) if xs[a] > 1 and ys[a] > 1]
+    xo = [a for a in range(lead) if xs[a] > 1 and ys[a] == 1]
+    yo = [a for a in range(lead) if ys[a] > 1 and xs[a] == 1]
+    rest = [a for a in range(lead) if a not in both and a not in xo and a not in yo]
+    bsz = tuple(xs[a] for a in both)
+    px = both + rest + yo + xo + [lead, lead + 1]
+    if ty:
+        py = both + rest + xo + yo + [lead, lead + 1]
+    else:
+        py = both + rest + xo + [lead] + yo + [lead + 1]
+    labels = both + xo + ["m"] + yo + ["n"] + rest
+    back = [labels.index(a) for a in range(lead)] + [labels.index("m"), labels.index("n")]
+    return (both, xo, yo, rest, bsz, math.prod(bsz), math.prod(xs[a] for a in xo),
+            math.prod(ys[a] for a in yo), px, py, back)
+
+
+_FOLD: dict = {}
+
+
+def dot(x: torch.Tensor, y: torch.Tensor, lead: int, ty: bool = False,
+        rows_dead: bool = False) -> torch.Tensor:
+    """x [*I, m, k] @ y [*I, k, n] (y [*I, n, k] when ``ty``: y transposed) in f32 over
+    ``lead`` instance axes. Axes along which only one operand varies fold into that operand's
+    rows or columns, so a tile shared by all programs of an axis is multiplied once, in one
+    GEMM."""
+    pad = getattr(x, _PAD, None)
+    x, y = x.float(), y.float()
+    xs, ys = tuple(x.shape[:lead]), tuple(y.shape[:lead])
+    key = (xs, ys, lead, ty)
+    plan = _FOLD.get(key)
+    if plan is None:
+        plan = _FOLD[key] = _fold_plan(xs, ys, lead, ty)
+    both, xo, yo, rest, bsz, nb, nx, ny, px, py, back = plan
+    m, k = x.shape[lead], x.shape[lead + 1]
+    n = y.shape[lead] if ty else y.shape[lead + 1]
+    x2 = x.permute(px).reshape(nb, nx * m, k)
+    if ty:
+        y2 = y.permute(py).reshape(nb, ny * n, k).transpose(1, 2)
+    else:
+        y2 = y.permute(py).reshape(nb, k, ny * n)
+    if pad is not None and pad[1] == 0 and (xo == [pad[0]] or (not xo and xs[pad[0]] == 1)) \
+            and pad[2] < nx * m:
+        # x's rows past `valid` are virtual padding, all zero, so their results are all equal
+        # (0 @ y: 0, or NaN under a non-finite column of y): multiply the real rows and ONE
+        # padding row, and copy that row's result to the others.
+        # rows_dead: the compiler proved those results unobservable; they are left 0.
+        v = pad[2]
+        r = torch.empty(nb, nx * m, ny * n, dtype=torch.float32)
+        if rows_dead:
+            torch.matmul(x2[:, :v], y2, out=r[:, :v])
+            r[:, v:] = 0.0
+        else:
+            torch.matmul(x2[:, :v + 1], y2, out=r[:, :v + 1])
+            r[:, v + 1:] = r[:, v:v + 1]
+    else:
+        r = torch.matmul(x2, y2)                      # [nb, nx*m, ny*n]
+    r = r.reshape(*bsz, *[xs[a] for a in xo], m, *[ys[a] for a in yo], n, *([1] * len(rest)))
+    return r.permute(back)
