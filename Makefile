@@ -14,11 +14,10 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# check the library, then compile -> tune -> run hybrid batches layer by layer (tilec/demo.py)
 demo: setup
 	$(BIN)/tilec check
-	$(BIN)/tilec selftest --backend reference --quick
-	$(BIN)/tilec selftest --backend cpu --quick
-	$(BIN)/tilec compile --target cpu --out artifacts --kernel smooth_gemm_t --kernel meta_attention
+	$(BIN)/tilec demo --out artifacts
 	$(BIN)/tilec verify artifacts
 
 test: setup

@@ -7,6 +7,8 @@ Layout of DIR::
     entries/<key>/kernel.ir  specialised tile IR (tilec.ir.printer.print_kernel)
     entries/<key>/kernel.py  generated source (backend "cpu"/"triton", when codegen exists)
     entries/<key>/meta.json  the entry's metadata
+    tuning/<name>.json       selection tables written by ``tilec tune`` (tilec/tune.py); the
+                             manifest's ``tuning`` table records their sha256 for ``verify``
 
 ``key`` is the sha256 of the specialised IR text, the backend, the target and the compiler
 version, so a second compile with nothing changed finds every entry (a cache hit). Every
@@ -39,6 +41,7 @@ import filelock
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 ENTRIES = "entries"
+TUNING = "tuning"
 TMP_PREFIX = ".tmp-"
 FORMAT = "tilec-artifacts"
 FORMAT_VERSION = 1
@@ -49,7 +52,7 @@ LOCK_TIMEOUT_S = 600.0
 
 __all__ = ["CacheError", "Job", "JobResult", "CompileStats", "compiler_version", "cache_key",
            "library_jobs", "source_jobs", "backend_for_target", "compile_jobs", "read_manifest",
-           "find_entry", "verify", "gc"]
+           "find_entry", "verify", "gc", "write_tuning"]
 
 
 class CacheError(Exception):
@@ -123,10 +126,11 @@ def library_jobs(target_backends: Iterable[tuple[str, str]], kernels=None,
                  variants_path=None) -> list[Job]:
     """A job per (library variant, (target, backend))."""
     from tilec.kernels import find_kernel
-    from tilec.variants import library_variants
+    from tilec.variants import backend_allows, library_variants, load_spaces
     files: dict[str, Path] = {}
     jobs = []
     tbs = list(target_backends)
+    spaces = load_spaces(variants_path)
     for name, binding in library_variants(kernels, variants_path):
         if name not in files:
             try:
@@ -134,6 +138,8 @@ def library_jobs(target_backends: Iterable[tuple[str, str]], kernels=None,
             except KeyError as e:
                 raise CacheError(e.args[0]) from None
         for target, backend in tbs:
+            if not backend_allows(spaces[name], binding, backend):
+                continue   # e.g. a tile extent this backend cannot generate
             jobs.append(Job(str(files[name]), name, _binding_key(binding), backend, target,
                             f"<library>/{files[name].name}"))
     return jobs
@@ -385,7 +391,52 @@ def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
         if (len(key) != 64 or any(c not in "0123456789abcdef" for c in key)
                 or any(not _safe_name(n) for n in e["files"])):
             raise CacheError(f"{p}: corrupted manifest: entry '{key[:16]}' has a bad key or file name")
+    tuning = m.get("tuning", {})
+    if not isinstance(tuning, dict) or not all(
+            _safe_name(n) and isinstance(r, dict) and isinstance(r.get("sha256"), str)
+            for n, r in tuning.items()):
+        raise CacheError(f"{p}: corrupted manifest: 'tuning' is malformed")
     return m
+
+
+def write_tuning(d: str | Path, name: str, data: bytes) -> Path:
+    """Write DIR/tuning/NAME atomically and record its sha256 in the manifest, under the lock
+    (so ``verify`` re-hashes it like an entry). Returns the file's path."""
+    d = Path(d)
+    if not _safe_name(name):
+        raise CacheError(f"bad tuning table name {name!r}")
+    read_manifest(d)   # only into an artifact directory
+    (d / TUNING).mkdir(exist_ok=True)
+    with _lock(d):
+        m = read_manifest(d)
+        _write_atomic(d / TUNING / name, data, sync=True)
+        m.setdefault("tuning", {})[name] = {"sha256": _sha256(data), "size": len(data)}
+        m["tuning"] = dict(sorted(m["tuning"].items()))
+        _write_atomic(d / MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + "\n").encode(), sync=True)
+    return d / TUNING / name
+
+
+def _tuning_problems(d: Path, m: dict) -> list[str]:
+    out = []
+    recorded = m.get("tuning", {})
+    for name, info in sorted(recorded.items()):
+        try:
+            data = (d / TUNING / name).read_bytes()
+        except FileNotFoundError:
+            out.append(f"missing: {TUNING}/{name} (tuning table in the manifest)")
+            continue
+        except OSError as err:
+            out.append(f"unreadable: {TUNING}/{name}: {err.strerror}")
+            continue
+        if _sha256(data) != info["sha256"]:
+            out.append(f"tampered: {TUNING}/{name} (sha256 does not match the manifest)")
+    td = d / TUNING
+    if td.is_dir():
+        for p in sorted(td.iterdir()):
+            if p.name not in recorded:
+                what = "temporary file" if p.name.startswith(TMP_PREFIX) else "not in the manifest"
+                out.append(f"stray: {TUNING}/{p.name} ({what})")
+    return out
 
 
 def _entry_problems(d: Path, e: dict) -> list[str]:
@@ -559,6 +610,7 @@ def verify(d: str | Path) -> list[str]:
             if p.name not in m["entries"]:
                 what = "temporary file" if p.name.startswith(TMP_PREFIX) else "entry not in the manifest"
                 out.append(f"stray: {ENTRIES}/{p.name} ({what})")
+    out += _tuning_problems(d, m)
     for p in sorted(d.iterdir()):
         if p.name.startswith(TMP_PREFIX):
             out.append(f"stray: {p.name} (temporary file)")
@@ -575,6 +627,9 @@ def gc(d: str | Path) -> list[str]:
         ed = d / ENTRIES
         candidates = [p for p in sorted(ed.iterdir()) if p.name not in m["entries"]] if ed.is_dir() else []
         candidates += [p for p in sorted(d.iterdir()) if p.name.startswith(TMP_PREFIX)]
+        td = d / TUNING
+        if td.is_dir():   # temporary files and tables the manifest does not record
+            candidates += [p for p in sorted(td.iterdir()) if p.name not in m.get("tuning", {})]
         for p in candidates:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)

@@ -8,6 +8,10 @@ cartesian product of its values, minus the combinations a constraint rejects:
     >>> expand({"space": {"BM": [16, 64], "G": [1, 32]}, "constraints": ["BM % G == 0"]})
     [{'BM': 16, 'G': 1}, {'BM': 64, 'G': 1}, {'BM': 64, 'G': 32}]
 
+Optional ``backend_constraints`` (backend -> constraints) hold only for that backend's
+entries: e.g. Triton needs power-of-2 tile extents, so a BM = 48 variant is built for cpu but
+not for triton (``backend_allows``).
+
 Plain JSON only; constraints are evaluated by a tiny interpreter (never ``eval``).
 """
 from __future__ import annotations
@@ -19,7 +23,8 @@ import operator
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["VariantError", "default_path", "load_spaces", "expand", "library_variants"]
+__all__ = ["VariantError", "default_path", "load_spaces", "expand", "library_variants",
+           "backend_allows"]
 
 
 class VariantError(ValueError):
@@ -60,7 +65,11 @@ def _check_spec(spec, where: str) -> None:
     cons = spec.get("constraints", [])
     if not isinstance(cons, list) or not all(isinstance(c, str) for c in cons):
         raise VariantError(f"{where}: 'constraints' must be a list of strings")
-    for c in cons:
+    bcons = spec.get("backend_constraints", {})
+    if not isinstance(bcons, dict) or not all(
+            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in bcons.values()):
+        raise VariantError(f"{where}: 'backend_constraints' must map backends to lists of strings")
+    for c in cons + [c for v in bcons.values() for c in v]:
         try:
             _compile(c)
         except VariantError as e:
@@ -132,6 +141,12 @@ def expand(spec: dict) -> list[dict]:
         if all(_eval(tree, b, text) for text, tree in cons):
             out.append(b)
     return out
+
+
+def backend_allows(spec: dict, binding: dict, backend: str) -> bool:
+    """Whether ``binding`` passes ``spec``'s constraints for ``backend`` (if it has any)."""
+    return all(_eval(_compile(c), binding, c)
+               for c in spec.get("backend_constraints", {}).get(backend, []))
 
 
 def library_variants(kernels=None, path: str | Path | None = None) -> list[tuple[str, dict]]:

@@ -434,8 +434,13 @@ int main(int argc, char **argv)
 """
 
 
-def emit_ascendc(program: Program) -> AscendCSource:
-    """Ascend C kernel, tiling header and launcher for a GEMM program from ``lower_gemm``."""
+def emit_ascendc(program) -> AscendCSource:
+    """Ascend C kernel, tiling header and launcher for a lowered program: a GEMM ``Program``
+    (this module) or an AIV program (emit_ascendc_vector.py)."""
+    from .vector import AivProgram
+    if isinstance(program, AivProgram):
+        from .emit_ascendc_vector import emit_vector
+        return emit_vector(program)
     struct = f"{_camel(program.kernel)}Tiling"
     return AscendCSource(program.kernel, _kernel(program, struct), _tiling(program, struct),
                          _launcher(program, struct))

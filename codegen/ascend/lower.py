@@ -232,3 +232,10 @@ def check_legality(prog: Program, tgt) -> None:
                 f"{b.space} buffer '{b.name}' ({b.dtype}[{b.shape[0]},{b.shape[1]}] x{b.count}) "
                 f"needs {b.total_bytes} bytes ({used[space]} in {b.space} in all) but only {cap} "
                 f"bytes are available on {tgt.name}")
+
+
+def supported(kernel: Kernel) -> bool:
+    """Whether ``codegen.ascend.lower`` (dispatch.py) has a lowering for this kernel's pattern
+    in this build (it may still reject a particular binding with a legality error)."""
+    from .dispatch import attention_missing, classify
+    return classify(kernel) != "attention" or attention_missing() is None

@@ -1,5 +1,6 @@
 """An explicit Ascend (910B AI core) program: buffers in GM/L1/L0A/L0B/L0C/UB and instructions
-on the MTE2, MTE1, CUBE and FIXPIPE pipes, ordered by SetFlag/WaitFlag events.
+on the MTE2, MTE1, CUBE and FIXPIPE pipes (AIC; the AIV's UB/Vector ISA is in vector.py),
+ordered by SetFlag/WaitFlag events.
 
 A program describes one AI core's tile task. It is structured as ``prologue``, a K-loop
 ``body`` run ``trips`` times (a runtime count) and an ``epilogue``. Body instructions name
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from tilec.ir import dtypes as D
 
 SPACES = ("GM", "L1", "L0A", "L0B", "L0C", "UB")
-PIPES = ("MTE2", "MTE1", "CUBE", "FIXPIPE")
+PIPES = ("MTE2", "MTE1", "CUBE", "FIXPIPE", "VECTOR", "MTE3", "S")   # VECTOR/MTE3/S: vector.py
 
 
 @dataclass(frozen=True)

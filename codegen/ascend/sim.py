@@ -13,7 +13,14 @@ WAW). Violations and WaitFlags with no SetFlag raise SyncError.
 Timing: each pipe is an in-order queue. An instruction costs bytes / pipe rate (MTE2, MTE1,
 FIXPIPE) or MACs / Cube rate (full on-chip tiles: virtual padding still computes whole
 tiles); a WaitFlag stalls its pipe until the SetFlag time. A task takes the latest pipe finish
-plus a fixed startup; tasks go round-robin over the target's AI cores.
+plus a fixed startup; tasks go round-robin over the target's AI cores. Per-core rates let
+all cores together move more than HBM can, so Stats also carries an HBM floor (every GM byte
+of the launch once, at the target's HBM bandwidth) and ``bound_cycles`` = the larger of the
+two. Ignored: L2 hit/miss behaviour, bank conflicts, scalar-unit time, launch latency.
+
+AIV programs (vector.py) run through ``simulate_aiv``: the same sync checks and pipe clocks
+for MTE2 / VECTOR / MTE3, tasks dealt round-robin to the AIV cores, one startup per core (the
+kernel loops over its tasks). ``model_gemm`` is the GEMM cycle model without data.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from codegen.launch import bind
 from tilec import targets as T
 from tilec.ir import dtypes as D
 
-from .lower import check_legality, lower_gemm
+from .lower import check_legality
 from .program import (PIPES, CopyGmToL1, FixPipe, LoadL0, Mmad, Program, Ref, SetFlag,
                       WaitFlag)
 
@@ -45,8 +52,15 @@ class Stats:
     busy_cycles: dict = field(default_factory=lambda: {p: 0 for p in PIPES})   # summed
     bytes: dict = field(default_factory=lambda: {p: 0 for p in PIPES})
     macs: int = 0
-    cycles: int = 0                 # critical core's modelled cycles
+    cycles: int = 0                 # critical core's modelled cycles (per-core pipe model)
     seconds: float = 0.0
+    hbm_cycles: int = 0             # chip-wide HBM floor: each GM byte moved once at HBM rate
+
+    @property
+    def bound_cycles(self) -> int:
+        """The modelled time: the pipe model, or the HBM floor where that is higher (the
+        per-core MTE2 rate alone would let all cores together exceed HBM bandwidth)."""
+        return max(self.cycles, self.hbm_cycles)
 
 
 # --- layouts --------------------------------------------------------------------------------
@@ -118,6 +132,8 @@ class Machine:
             raise SyncError(f"{pipe} reads {ref} written by {s.writer} without a "
                             f"WaitFlag({s.writer}->{pipe}) after the write")
         s.readers.add(pipe)
+        # WAR: once another pipe reads, nobody else may overwrite without a hand-over
+        s.can_write &= {pipe}
         self.log[pipe].append((ref, "r"))
         return s
 
@@ -224,8 +240,36 @@ class Machine:
             g[r0:r0 + nr, c0:c0 + nc] = as_type(x[:nr, :nc], ins.dtype)   # selective write
             nb = nr * nc * D.itemsize(ins.dtype)
             self._cost("FIXPIPE", nb / t.fixpipe_bytes_per_cycle, nb)
+        elif hasattr(ins, "execute"):                 # vector.py instructions
+            cycles, nbytes = ins.execute(self)
+            self._cost(ins.pipe, cycles, nbytes)
         else:
             raise TypeError(f"unknown instruction {ins!r}")
+
+    # -- vector.Context ------------------------------------------------------------------------
+    @property
+    def target(self):
+        return self.t
+
+    def read(self, pipe, ref):
+        return self._read(pipe, ref).data
+
+    def write(self, pipe, ref, data):
+        self._write(pipe, ref, data, "ND")
+
+    def buffer(self, name):
+        return self.p.buffers[name]
+
+    def gm(self, tensor):
+        return self.tensors[tensor]
+
+    def value(self, v):
+        if isinstance(v, str):
+            try:
+                return self.env[v]
+            except KeyError:
+                raise ValueError(f"no scalar '{v}' in the task environment") from None
+        return v
 
 
 def _trips(prog: Program, dims: dict) -> int:
@@ -259,14 +303,170 @@ def simulate(prog: Program, tensors: dict, dims: dict, grid: tuple, target="asce
             task += 1
     st.cycles = max(core_cycles) if ntasks else 0
     st.seconds = st.cycles / tgt.clock_hz
+    st.hbm_cycles = _hbm_cycles(sum(np.asarray(a).nbytes for a in tensors.values()), tgt)
     return st
 
 
+def _hbm_cycles(nbytes: int, tgt) -> int:
+    return int(math.ceil(nbytes / tgt.hbm_bytes_per_s * tgt.clock_hz))
+
+
 def run(kernel, args: dict, target="ascend910b2") -> Stats:
-    """Run ``kernel`` (a specialised smooth_gemm/smooth_gemm_t) on numpy arrays, in place."""
+    """Run a specialised kernel on numpy arrays, in place, through its Ascend lowering
+    (dispatch.lower) and the simulator; returns the modelled Stats."""
     launch = bind(kernel, args)
     for name, a in launch.tensors.items():
         if not isinstance(a, np.ndarray):
             raise TypeError(f"ascend simulator takes numpy arrays; '{name}' is {type(a).__name__}")
-    prog = lower_gemm(kernel, target)
-    return simulate(prog, launch.tensors, launch.dims, launch.grid, target)
+    from .dispatch import attention_module, lower
+    from .vector import AivProgram
+    prog = lower(kernel, target)
+    if isinstance(prog, Program):
+        return simulate(prog, launch.tensors, launch.dims, launch.grid, target)
+    if isinstance(prog, AivProgram):
+        return simulate_aiv(prog, launch.tensors, launch.dims, launch.scalars, launch.grid, target)
+    # an attention program: its package runs it (cross-core flags, GM workspace)
+    return attention_module().run(kernel, args, target)
+
+
+# --- AIV (vector) programs --------------------------------------------------------------------
+def simulate_aiv(prog, tensors: dict, dims: dict, scalars: dict, grid: tuple,
+                 target="ascend910b2") -> Stats:
+    """Run a vector.AivProgram over ``grid``: tasks (grid points, row-major) are dealt
+    round-robin to the target's AIV cores; each core runs its tasks back to back with
+    ping-pong slots, so MTE2 of task j+1 overlaps Vector of task j in the timing."""
+    from itertools import product
+
+    from .vector import check_ub
+    tgt = T.get(target) if isinstance(target, str) else target
+    check_ub(prog.buffers.values(), tgt, prog.kernel)
+    tasks = list(product(*(range(g) for g in grid)))
+    st = Stats(tgt.name, len(tasks), min(len(tasks), tgt.aiv_cores))
+    base = {**dims, **scalars}
+    worst = 0
+    for core in range(min(len(tasks), tgt.aiv_cores)):
+        mine = tasks[core::tgt.aiv_cores]
+        m = Machine(prog, tgt, tensors, dict(base), st)
+        for ins in prog.prologue:
+            m.exec(ins, {})
+        for j, pid in enumerate(mine):
+            env = {f"pid{a}": p for a, p in enumerate(pid)}
+            for ins in prog.iteration(j):
+                m.exec(ins, env)
+        for ins in prog.epilogue:
+            m.exec(ins, {})
+        leftover = {k: len(v) for k, v in m.flags.items() if v}
+        if leftover:
+            raise SyncError(f"flags set but never waited at the end of core {core}: {leftover}")
+        worst = max(worst, max(m.clock.values()) + STARTUP_CYCLES)
+    st.cycles = worst
+    st.seconds = st.cycles / tgt.clock_hz
+    st.hbm_cycles = _hbm_cycles(st.bytes["MTE2"] + st.bytes["MTE3"], tgt)
+    return st
+
+
+class _Bare:
+    """Just enough of a program for ``run_instrs``."""
+
+    def __init__(self, buffers):
+        self.buffers = {b.name: b for b in buffers}
+
+
+def run_instrs(buffers, instrs, tensors: dict, env: dict | None = None,
+               target="ascend910b2") -> tuple["Machine", Stats]:
+    """Execute a flat instruction list on one core (sync-checked); for tests and tools."""
+    tgt = T.get(target) if isinstance(target, str) else target
+    st = Stats(tgt.name, 1, 1)
+    m = Machine(_Bare(buffers), tgt, tensors, dict(env or {}), st)
+    for ins in instrs:
+        m.exec(ins, {})
+    st.cycles = max(m.clock.values())
+    return m, st
+
+
+# --- timing only (tile-size search) -----------------------------------------------------------
+class _GmShape:
+    """Stands in for a GM tensor when only the cycle model is wanted."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(D.to_numpy(dtype))
+
+
+class TimingMachine(Machine):
+    """The Machine's cycle model without data or sync checks: same per-instruction costs,
+    same in-order pipes and flag waits, so a task's cycles equal ``simulate``'s."""
+
+    def exec(self, ins, ienv):
+        self.env.update(ienv)
+        t = self.t
+        if isinstance(ins, SetFlag):
+            self.flags.setdefault((ins.src, ins.dst, ins.event), []).append((self.clock[ins.src], []))
+        elif isinstance(ins, WaitFlag):
+            q = self.flags.get((ins.src, ins.dst, ins.event))
+            if not q:
+                raise SyncError(f"WaitFlag({ins.src}->{ins.dst}, ev{ins.event}) has no SetFlag")
+            self.clock[ins.dst] = max(self.clock[ins.dst], q.pop(0)[0])
+        elif isinstance(ins, CopyGmToL1):
+            g = self.tensors[ins.src.tensor]
+            nr = self._range(ins.src.rows, g.shape[0])[1]
+            nc = self._range(ins.src.cols, g.shape[1])[1]
+            nb = nr * nc * g.dtype.itemsize
+            self._cost("MTE2", nb / t.mte2_bytes_per_cycle, nb)
+        elif isinstance(ins, LoadL0):
+            nb = self.p.buffers[ins.dst.buf].bytes
+            self._cost("MTE1", nb / t.mte1_bytes_per_cycle, nb)
+        elif isinstance(ins, Mmad):
+            (m, k), (_, n) = self.p.buffers[ins.a.buf].shape, self.p.buffers[ins.b.buf].shape
+            self.stats.macs += m * n * k
+            self._cost("CUBE", m * n * k / t.cube_macs_per_cycle[self.p.tile["dtype"]])
+        elif isinstance(ins, FixPipe):
+            g = self.tensors[ins.dst.tensor]
+            nr = self._range(ins.dst.rows, g.shape[0])[1]
+            nc = self._range(ins.dst.cols, g.shape[1])[1]
+            nb = nr * nc * D.itemsize(ins.dtype)
+            self._cost("FIXPIPE", nb / t.fixpipe_bytes_per_cycle, nb)
+        else:
+            raise TypeError(f"timing model has no cost for {ins!r}")
+
+
+def model_gemm(prog: Program, M: int, N: int, K: int, target="ascend910b2") -> Stats:
+    """``simulate``'s Stats for a GEMM program over (M, N, K) without computing any data: one
+    timed task per kind (full tile / M tail / N tail / both), dealt to cores as simulate does."""
+    tgt = T.get(target) if isinstance(target, str) else target
+    check_legality(prog, tgt)
+    BM, BN = prog.tile["BM"], prog.tile["BN"]
+    dt = prog.tile["dtype"]
+    roles = prog.tensors
+    shapes = {roles["A"]: _GmShape((M, K), dt),
+              roles["B"]: _GmShape((N, K) if prog.transpose_b else (K, N), dt),
+              roles["C"]: _GmShape((M, N), prog.tile["out_dtype"])}
+    trips = _trips(prog, {"K": K, "M": M, "N": N})
+    flat = prog.expand(trips)
+    gm, gn = -(-M // BM), -(-N // BN)
+    st = Stats(tgt.name, gm * gn, min(gm * gn, tgt.aic_cores))
+    p0 = np.repeat(np.arange(gm), gn)                 # task = p0 * gn + p1, as simulate
+    p1 = np.tile(np.arange(gn), gm)
+    last_m, last_n = p0 == gm - 1, p1 == gn - 1
+    cyc = np.zeros(gm * gn)
+    for lm in (False, True):
+        for ln in (False, True):
+            sel = (last_m == lm) & (last_n == ln)
+            k = int(sel.sum())
+            if not k:
+                continue
+            one = Stats(tgt.name, 1, 1)             # a representative task of this kind
+            env = {"m0": (gm - 1 if lm else 0) * BM, "n0": (gn - 1 if ln else 0) * BN, "k": 0}
+            m = TimingMachine(prog, tgt, shapes, env, one)
+            for ins, ienv in flat:
+                m.exec(ins, ienv)
+            cyc[sel] = max(m.clock.values()) + STARTUP_CYCLES
+            for p in PIPES:
+                st.busy_cycles[p] += one.busy_cycles[p] * k
+                st.bytes[p] += one.bytes[p] * k
+            st.macs += one.macs * k
+    per_core = np.bincount(np.arange(gm * gn) % tgt.aic_cores, weights=cyc,
+                           minlength=tgt.aic_cores)
+    st.cycles = int(per_core.max())
+    st.seconds = st.cycles / tgt.clock_hz
+    st.hbm_cycles = _hbm_cycles(sum(math.prod(g.shape) * g.dtype.itemsize for g in shapes.values()), tgt)
+    return st

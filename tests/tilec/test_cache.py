@@ -54,7 +54,8 @@ def test_library_spaces_expand():
     assert {b["BK"] for b in gemm} == {32, 64} and {b["DT"] for b in gemm} == {"f16", "bf16"}
     att = expand(spaces["meta_attention"])
     assert att and all(b["BM"] % b["G"] == 0 for b in att)
-    assert {b["BM"] for b in att} == {16, 64, 128} and {b["G"] for b in att} == {1, 4, 8}
+    assert {b["BM"] for b in att} == {16, 48, 64, 128} and {b["G"] for b in att} == {1, 3, 4, 8}
+    assert {b["BM"] for b in att if b["G"] == 3} == {48}    # SmolLM2's group: BM a multiple of 3
     assert all(2 * b["HALF"] == b["D"] for b in expand(spaces["rope"]))
     assert {k for k, _ in library_variants()} == set(spaces)
 

@@ -1,0 +1,53 @@
+"""Meta-Attention on Ascend: lowering to an AI-core-group program (one AIC + two AIVs, GM
+workspace hand-off with cross-core flags) in three pipelines, its simulator, and Ascend C.
+
+    prog = lower_attention(kernel, "ascend910b2", pipeline="4-stage")
+    stats = run(kernel, args)            # numpy arrays in place; pipeline by choose_pipeline
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .lower import (PIPELINES, AttentionProgram, check_attention_legality, choose_pipeline,
+                    fit_window, lower_attention, max_window)
+from .recognise import recognise
+from .sim import AttentionStats, simulate_attention
+
+__all__ = ["PIPELINES", "AttentionProgram", "AttentionStats", "check_attention_legality",
+           "choose_pipeline", "fit_window", "lower_attention", "max_window", "recognise", "run",
+           "simulate_attention", "attention_tile_choice", "emit_attention"]
+
+
+def run(kernel, args: dict, target="ascend910b2", pipeline: str | None = None,
+        window: int | None = None, assignment=None, classes: tuple | None = None
+        ) -> AttentionStats:
+    """Run a specialised meta_attention on numpy arrays (O written in place) through the
+    simulator. ``pipeline`` None: the rule (choose_pipeline) picks it from the task table;
+    ``classes``: tile rows of a multi-tile program (see lower_attention)."""
+    from codegen.launch import bind
+    launch = bind(kernel, args)
+    for name, a in launch.tensors.items():
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"ascend simulator takes numpy arrays; '{name}' is {type(a).__name__}")
+    spec = recognise(kernel)
+    tasks = launch.tensors[spec.tensors["TASKS"]]
+    rows = tuple(sorted(set(classes))) if classes else None
+    if pipeline is None:
+        w = window or max_window(spec, target, "4-stage", rows) or spec.BN
+        pipeline = choose_pipeline(tasks, w)
+        if pipeline == "2-stage" and max_window(spec, target, "2-stage", rows) is None:
+            pipeline = "4-stage"
+    if window is None:
+        window = fit_window(spec, target, tasks, pipeline, rows)
+    prog = lower_attention(kernel, target, pipeline, window, rows)
+    return simulate_attention(prog, launch.tensors, launch.scalars, target, assignment)
+
+
+def attention_tile_choice(stage_kind: str, target="ascend910b2", **kw):
+    from .tiles import attention_tile_choice as f
+    return f(stage_kind, target, **kw)
+
+
+def emit_attention(prog):
+    from .emit import emit_attention as f
+    return f(prog)

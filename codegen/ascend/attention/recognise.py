@@ -1,0 +1,87 @@
+"""Recognise the Meta-Attention pattern in a specialised kernel's tile IR.
+
+The attention lowering is pattern-based (like lower.py's GEMM): it accepts a kernel whose
+signature is meta_attention's (Q, KC, VC, O, BT, TASKS[.,10], TREE, scale; consts BM, BN,
+D, G, DT) and whose body holds one KV loop with the GEMM-softmax-GEMM chain (dot, reduce
+max, exp, reduce sum, dot). Anything else gets an AscendLoweringError naming file:line:col.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..lower import AscendLoweringError
+
+_RANKS = (("Q", 3), ("KC", 4), ("VC", 4), ("O", 3), ("BT", 2), ("TASKS", 2), ("TREE", 1))
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """What the lowering needs from the kernel: names of the tensor roles and the consts."""
+    kernel: str
+    tensors: dict          # role (Q, KC, VC, O, BT, TASKS, TREE) -> kernel tensor name
+    scale: str             # name of the softmax-scale scalar
+    BM: int
+    BN: int
+    D: int
+    G: int
+    dtype: str
+    source: str            # "file:line:col" of the KV loop
+
+
+def _where(kernel, op) -> str:
+    f = kernel.source_file or "<string>"
+    loc = getattr(op, "loc", None) if op is not None else None
+    return f"{f}:{loc}" if loc is not None else f"{f}:?"
+
+
+def _fail(kernel, op, msg):
+    raise AscendLoweringError(f"{_where(kernel, op)}: error: ascend: {msg} "
+                              f"(kernel '{kernel.name}' is not lowered as Meta-Attention)")
+
+
+def recognise(kernel) -> AttentionSpec:
+    first = next((o for o in kernel.walk() if getattr(o, "loc", None) is not None), None)
+    ts = kernel.tensors
+    if len(ts) != len(_RANKS):
+        _fail(kernel, first, f"expected {len(_RANKS)} tensor parameters "
+                             f"({', '.join(r for r, _ in _RANKS)}), got {len(ts)}")
+    roles = {}
+    for (role, rank), tp in zip(_RANKS, ts):
+        if tp.type.rank != rank:
+            _fail(kernel, first, f"tensor '{tp.name}' (role {role}) must have rank {rank}, "
+                                 f"got {tp.type.rank}")
+        roles[role] = tp.name
+    dt = ts[0].type.dtype
+    for tp, role in zip(ts[:4], ("Q", "KC", "VC", "O")):
+        if tp.type.dtype != dt or dt not in ("f16", "bf16"):
+            _fail(kernel, first, f"tensor '{tp.name}' ({role}) must be f16/bf16 like Q, got "
+                                 f"{tp.type.dtype}")
+    for tp in ts[4:]:
+        if tp.type.dtype != "i32":
+            _fail(kernel, first, f"tensor '{tp.name}' must be i32, got {tp.type.dtype}")
+    if ts[5].type.dims[1] != 10:
+        _fail(kernel, first, f"task table '{ts[5].name}' must have 10 columns (runtime/plan.py "
+                             f"ABI), got {ts[5].type.dims[1]}")
+    if len(kernel.scalars) != 1 or kernel.scalars[0].type.dtype != "f32":
+        _fail(kernel, first, "expected one f32 scalar (the softmax scale)")
+    c = kernel.consts
+    for name in ("BM", "BN", "D", "G"):
+        if not isinstance(c.get(name), int):
+            _fail(kernel, first, f"const '{name}' must be bound to an integer")
+    loops = [op for op in kernel.body.ops if op.name == "for"]
+    if len(loops) != 1:
+        _fail(kernel, loops[1] if len(loops) > 1 else first,
+              f"expected exactly one KV loop, found {len(loops)}")
+    loop = loops[0]
+    inner = [op for op in loop.walk()]
+    names = [(o.name, o.attrs.get("op") or o.attrs.get("kind") or "") for o in inner]
+    for need in (("dot", ""), ("reduce", "max"), ("unary", "exp"), ("reduce", "sum")):
+        if need not in names:
+            _fail(kernel, loop, f"KV loop lacks the softmax chain: no '{' '.join(need).strip()}'")
+    if sum(1 for n, _ in names if n == "dot") != 2:
+        _fail(kernel, loop, "KV loop must hold exactly two dots (Q K^T and P V)")
+    for op in inner:
+        if op.name in ("for", "if") and op is not loop:
+            _fail(kernel, op, f"nested '{op.name}' inside the KV loop is not lowered")
+    return AttentionSpec(kernel.name, roles, kernel.scalars[0].hint or "scale", c["BM"], c["BN"],
+                         c["D"], c["G"], dt, _where(kernel, loop))

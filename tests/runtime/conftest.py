@@ -1,0 +1,41 @@
+"""Shared fixtures: a small artifact directory (a few GEMM and meta_attention variants) for
+the runtime tests, compiled once per test session worker."""
+import pytest
+
+from tilec import cache
+
+# meta_attention variants the runtime tests launch: D=64, f16, G in {1, 4}, BM 16 (decode) /
+# 64 (verify, prefill), BN 16.
+ATTN = {"D": 64, "DT": "f16", "BN": 16}
+ATTN_G = (1, 4)
+ATTN_BM = (16, 64)
+GEMM = {"DT": "f16", "BK": 32}
+GEMM_BM = (16, 32)
+GEMM_BN = (32, 64)
+
+
+def small_jobs(targets=(("cpu", "cpu"),)):
+    jobs = []
+    for j in cache.library_jobs(list(targets), kernels=["meta_attention", "smooth_gemm_t"]):
+        b = j.binding_dict
+        if j.kernel == "meta_attention":
+            ok = all(b[k] == v for k, v in ATTN.items()) and b["G"] in ATTN_G and b["BM"] in ATTN_BM
+        else:
+            ok = all(b[k] == v for k, v in GEMM.items()) and b["BM"] in GEMM_BM and b["BN"] in GEMM_BN
+        if ok:
+            jobs.append(j)
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def small_jobs_for():
+    """small_jobs, for tests that compile for other targets."""
+    return small_jobs
+
+
+@pytest.fixture(scope="session")
+def small_arts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small-arts")
+    stats = cache.compile_jobs(small_jobs(), d)
+    assert stats.failed == 0 and stats.compiled == 4 + 4
+    return d

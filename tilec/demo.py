@@ -1,0 +1,225 @@
+"""``make demo`` / ``tilec demo``: the compile -> tune -> run path of a serving step, end to end.
+
+1. compile the kernel library for cpu into an artifact directory (a second run is all cache
+   hits) and verify it; Ascend targets are compiled when ``tilec compile`` builds them;
+2. tune it for SmolLM2-135M's shapes: measured on this CPU, and modelled for ascend910b2 by
+   the simulator's cycle model;
+3. open the artifacts (verified, tuned tables in use) and run hybrid batches (chunked
+   prefill, decodes, chain and tree verifies) layer by layer: per layer the QKV projection,
+   K/V written into that layer's paged cache, ONE meta_attention launch for the whole batch
+   from the step's plan (planned once, reused by every layer), the O projection and the MLP
+   projections, all through the runtime; every runtime output is checked against an
+   independent oracle (torch SDPA attention, float32 matmuls) on the same inputs.
+
+Random weights and activations (no checkpoint is needed); RMSNorm and RoPE are left out of
+the layer (the runtime path under test is the GEMM selection and the attention launch).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["DemoError", "run_demo"]
+
+MODEL = "smollm2-135m"
+BLOCK = 16
+# Two steps of a chat-like server: a chunked prefill next to decodes and verifies.
+STEPS = [
+    [("prefill", 24, 8), ("decode", 40), ("decode", 75), ("verify", 4, 30, None),
+     ("verify", 5, 52, True), ("decode", 3)],
+    [("prefill", 16, 32), ("decode", 41), ("decode", 76), ("decode", 4), ("verify", 3, 60, True)],
+]
+
+
+class DemoError(Exception):
+    """A demo step that cannot run (one line)."""
+
+
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def _ascend_attention(arts, case, model, echo, check) -> None:
+    """The step's attention (last layer's inputs are not kept: the case's own caches) on the
+    Ascend simulator, planned over ascend910b2's 24 AI cores: modelled time, checked."""
+    from runtime import launchers
+    from runtime.plan import plan as make_plan
+    from tilec import targets
+    from tilec.testing.oracle import attention_oracle
+    tgt = targets.get("ascend910b2")
+    p = make_plan(case.stages, model.kv_heads, model.group, max(arts.attention_tiles(
+        model.group, model.head_dim).values(), key=lambda t: t["BM"])["BM"], tgt.aic_cores)
+    kernel, b = arts.attention(p, model.head_dim, "f16")
+    out = np.zeros_like(case.q)
+    try:
+        st = launchers.get("ascend-sim", tgt.name)(kernel, {
+            "Q": case.q, "KC": case.k_cache, "VC": case.v_cache, "O": out, "BT": case.block_table,
+            "TASKS": p.task_table, "TREE": p.tree_mask, "scale": case.scale})
+    except launchers.LauncherUnavailable as e:
+        echo(f"   ascend-sim: {e}")
+        return
+    err = check("ascend-sim attention", out, attention_oracle(case))
+    echo(f"   ascend-sim ({tgt.name}, {tgt.aic_cores} AI cores): the same batch's attention, "
+         f"{p.num_tasks} tasks, balance {p.balance:.3f}: MODELLED {st.cycles} cycles = "
+         f"{st.cycles / tgt.clock_hz * 1e6:.1f} µs; max |err| vs oracle {err:.1e}")
+
+
+def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64, seed: int = 0,
+             echo: Callable[[str], None] = print, tune_ascend: bool = True,
+             kernels=None, variants_path=None, ascend_sim: bool = True, reps: int = 3) -> bool:
+    """Run the demo; True when every check passed. ``kernels`` and ``variants_path`` (a
+    variant-space file) limit the compile, for tests."""
+    from runtime.artifacts import ArtifactError, open_artifacts
+    from runtime.plan import balance, round_robin_assign
+    from tilec import cache
+    from tilec.models import load_model
+    from tilec.testing.attention_cases import make_attention_case
+    from tilec.testing.oracle import assert_close, attention_oracle_arrays
+    from tilec.tune import TuneError, summary_lines, tune
+
+    t_all = time.perf_counter()
+    d = Path(out)
+    model = load_model(MODEL)
+    ok = True
+
+    echo(f"== 1. compile the kernel library -> {d}")
+    tbs = [cache.backend_for_target("cpu")]
+    try:
+        tbs.append(cache.backend_for_target("ascend910b2"))
+    except cache.SkipTarget as e:
+        echo(f"   {e} (tilec compile builds cpu/triton entries; ascend910b2 is tuned by the model below)")
+    try:
+        jobs = cache.library_jobs(tbs, kernels=kernels, variants_path=variants_path)
+        st = cache.compile_jobs(jobs, d, workers=os.cpu_count() or 1)
+        problems = cache.verify(d)
+    except cache.CacheError as e:
+        raise DemoError(str(e)) from None
+    echo(f"   compiled {st.compiled}, cache hits {st.hits}, failed {st.failed} "
+         f"({st.total} variants) in {st.seconds:.1f}s; verify: "
+         + ("ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"))
+    for err in st.errors[:3]:
+        echo("   " + err.splitlines()[0])
+    if st.failed or problems:
+        return False
+
+    echo(f"== 2. tune for {MODEL} (M buckets up to {budget})")
+    targets = ["cpu"] + (["ascend910b2"] if tune_ascend else [])
+    for tgt in targets:
+        try:
+            table = tune(d, tgt, model, budget=budget, reps=reps if tgt == "cpu" else 1, progress=False)
+        except TuneError as e:
+            raise DemoError(str(e)) from None
+        lines = summary_lines(table)
+        echo(f"   {tgt}: {lines[0]}")
+        n_better = sum(1 for r in table["gemm"] for b in r["buckets"].values()
+                       if b["default"] != " ".join(f"{k}={b['binding'][k]}" for k in ("BM", "BN", "BK")))
+        n_all = sum(len(r["buckets"]) for r in table["gemm"])
+        echo(f"   {tgt}: tuned picks differ from the default table in {n_better} of {n_all} "
+             f"(shape, bucket) cells; " + lines[-1])
+        for line in lines[2:-1]:
+            if line.startswith(("attention", "note")):
+                echo(f"   {tgt}: {line}")
+
+    echo("== 3. open the artifacts")
+    try:
+        arts = open_artifacts(d, "cpu", "cpu")
+    except ArtifactError as e:
+        raise DemoError(str(e)) from None
+    echo(f"   {arts!r}")
+
+    rng = np.random.default_rng(seed)
+    H, HQ, HKV, D = model.hidden_size, model.q_heads, model.kv_heads, model.head_dim
+    lin = {l.name: l for l in model.linears}
+    W = [{n: (rng.standard_normal((l.N, l.K)) / np.sqrt(l.K)).astype(np.float16) for n, l in lin.items()}
+         for _ in range(layers)]
+
+    def check(what, got, want):
+        nonlocal ok
+        try:
+            assert_close(got, want, what=what)
+            return float(np.abs(got.astype(np.float32) - want).max())
+        except AssertionError as e:
+            ok = False
+            echo(f"   FAIL {e}")
+            return float("nan")
+
+    for step in range(min(steps, len(STEPS))):
+        spec = STEPS[step]
+        case = make_attention_case(rng, spec, HQ, HKV, D, BLOCK, "f16")
+        T = case.num_tokens
+        mix = ", ".join(f"{s.kind}{'(tree)' if s.is_tree else ''} {s.num_tokens}@{s.context_len}"
+                        for s in case.stages)
+        echo(f"== 4.{step + 1} step {step + 1}: {len(case.stages)} stages, {T} tokens [{mix}]")
+        t0 = time.perf_counter()
+        p = arts.plan(case.stages, HKV, model.group, D)
+        t_plan = time.perf_counter() - t0
+        plain = balance(p.costs, round_robin_assign(p.num_tasks, p.num_cores), p.num_cores)
+        _, abind = arts.attention(p, D, "f16")
+        echo(f"   plan: {p.num_tasks} tasks (tile, KV head), BM={p.bm}, planned in {t_plan * 1e6:.0f} µs; "
+             f"balance (max/mean core load) {p.balance:.3f} on {p.num_cores} cores (plain round-robin "
+             f"{plain:.3f})")
+        tiles = arts.attention_tiles(model.group, D)
+        rows = ", ".join(f"{k} {v['BM']}" for k, v in tiles.items())
+        echo(f"   attention: meta_attention BM={abind['BM']} BN={abind['BN']} G={abind['G']} D={D} f16 "
+             f"(tile rows {rows}; {next(iter(tiles.values()))['source']})")
+        picks = {n: arts.gemm(T, l.N, l.K, "f16")[1] for n, l in lin.items()}
+        echo("   linears (M=%d): " % T + "; ".join(
+            f"{n} {l.N}x{l.K} BM={picks[n]['BM']} BN={picks[n]['BN']} BK={picks[n]['BK']}"
+            for n, l in lin.items()))
+        # warm-up: the first launch of a variant compiles it (cpu backend); time the rest
+        for n, l in lin.items():
+            arts.linear(np.zeros((T, l.K), np.float16), W[0][n])
+        arts.run(p, np.zeros_like(case.q), case.k_cache, case.v_cache, case.block_table,
+                 np.zeros_like(case.q))
+        h = (rng.standard_normal((T, H))).astype(np.float16)
+        kv_pos = [(s, np.arange(s.context_len, s.context_len + s.num_tokens)) for s in case.stages]
+        for layer in range(layers):
+            w = W[layer]
+            # this layer's paged cache: its own context K/V, new tokens written below
+            kc = rng.standard_normal(case.k_cache.shape).astype(np.float16)
+            vc = rng.standard_normal(case.v_cache.shape).astype(np.float16)
+            tm = {}
+            errs = {}
+
+            def linear(name, x):
+                t = time.perf_counter()
+                y = arts.linear(x, w[name])
+                tm[name] = time.perf_counter() - t
+                errs[name] = check(f"layer {layer} {name}", y,
+                                   x.astype(np.float32) @ w[name].astype(np.float32).T)
+                return y
+
+            qkv = linear("qkv", h)
+            q = np.ascontiguousarray(qkv[:, :HQ * D].reshape(T, HQ, D))
+            k = qkv[:, HQ * D:(HQ + HKV) * D].reshape(T, HKV, D)
+            v = qkv[:, (HQ + HKV) * D:].reshape(T, HKV, D)
+            for s, pos in kv_pos:
+                blk = case.block_table[s.seq, pos // BLOCK]
+                kc[blk, pos % BLOCK] = k[s.q_start:s.q_start + s.num_tokens]
+                vc[blk, pos % BLOCK] = v[s.q_start:s.q_start + s.num_tokens]
+            attn = np.zeros_like(q)
+            t = time.perf_counter()
+            arts.run(p, q, kc, vc, case.block_table, attn, case.scale)
+            tm["attention"] = time.perf_counter() - t
+            errs["attention"] = check(f"layer {layer} attention", attn, attention_oracle_arrays(
+                q, kc, vc, case.block_table, case.stages, case.scale))
+            h = (h.astype(np.float32) + linear("o", attn.reshape(T, HQ * D))).astype(np.float16)
+            gu = linear("gate_up", h).astype(np.float32)
+            inter = model.intermediate_size
+            act = (_silu(gu[:, :inter]) * gu[:, inter:]).astype(np.float16)
+            h = (h.astype(np.float32) + linear("down", act)).astype(np.float16)
+            bad = [n for n, e in errs.items() if e != e]
+            echo(f"   layer {layer}: " + "  ".join(f"{n} {tm[n] * 1e3:.2f} ms" for n in
+                                                 ("qkv", "attention", "o", "gate_up", "down"))
+                 + "  | max |err| vs oracle: " + ", ".join(f"{n} {e:.1e}" for n, e in errs.items())
+                 + ("  FAIL " + ",".join(bad) if bad else "  ok"))
+        loaded = sum(1 for (kname, _) in arts._loaded if kname == "meta_attention")
+        echo(f"   one plan served {layers} layers; meta_attention variants loaded so far: {loaded}")
+        if ascend_sim:
+            _ascend_attention(arts, case, model, echo, check)
+    echo(f"== demo {'passed' if ok else 'FAILED'} in {time.perf_counter() - t_all:.1f}s")
+    return ok
