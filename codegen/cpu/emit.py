@@ -399,7 +399,9 @@ class Emitter:
             e = f"(-{x})"
         elif kind == "not":
             e = f"torch.logical_not({x})" if dt == "bool" else f"torch.bitwise_not({x})"
-        elif kind in ("exp", "exp2", "log", "sqrt", "abs"):
+        elif kind == "exp":
+            e = f"rt.exp({x})"
+        elif kind in ("exp2", "log", "sqrt", "abs"):
             e = f"torch.{kind}({x})"
         elif kind == "rsqrt":
             e = f"(1.0 / torch.sqrt({x}))"
@@ -450,6 +452,21 @@ class Emitter:
                 if s_ and s_[-1] != 1:
                     return None
         return n
+
+    def _row_level_mask(self, op: Op) -> bool:
+        """Whether a whole-row gather's explicit mask and ``other`` are constant along the row
+        (so validity is one flag per row)."""
+        nidx = len(op.attrs["index"])
+        rest = list(op.operands[1 + nidx:])
+        if op.attrs["has_mask"]:
+            shp = tuple(self.peel(rest.pop(0)).type.shape)
+            if shp and shp[-1] != 1:
+                return False
+        if op.attrs["has_other"]:
+            ov = rest[0]
+            if ov not in self.hoisted or self.ns[self.n(ov)].numel() != 1:
+                return False
+        return True
 
     def _access(self, op: Op, extra=(), row: int | None = None):
         """Emit validity and linear-index code of a load/store; returns (lin, ok|None, rank,
@@ -714,7 +731,12 @@ class Emitter:
                 other = f"{self._aligned(rest[0], R)}.to({t}_f.dtype)"
             else:
                 other = f"{t}_f.new_zeros(())"
-            self.emit(f"{name} = torch.where({ok}, {name}, {other})")
+            if row is not None and self._row_level_mask(op):
+                # validity is per row: blank the few invalid rows in place (torch.where over
+                # the whole tile costs ~10x an add on CPU)
+                self.emit(f"rt.blank_rows({name}, {ok}, {other})")
+            else:
+                self.emit(f"{name} = torch.where({ok}, {name}, {other})")
             if guard:
                 self.depth = depth
                 self.emit("else:")

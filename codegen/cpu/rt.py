@@ -52,6 +52,23 @@ def flat(t: torch.Tensor):
     return t.as_strided((span,), (1,), t.storage_offset()), span - 1, True
 
 
+def blank_rows(x: torch.Tensor, ok: torch.Tensor, other: torch.Tensor) -> None:
+    """x [..., n], gathered whole rows: set the rows where ``ok`` (broadcastable to
+    x[..., :1]) is False to ``other`` (a single value), in place."""
+    bad = ~ok.expand(*x.shape[:-1], 1)[..., 0]
+    if bool(bad.any()):
+        x[bad] = other.reshape(()).to(x.dtype)
+
+
+def exp(x: torch.Tensor) -> torch.Tensor:
+    """exp in f32 through numpy: torch's vectorised exp takes a slow path (about 10x) on inputs
+    whose results underflow, which attention's masked scores (-1e30 - max) always are; numpy's
+    is fast on them and is what the reference backend computes with."""
+    if x.dtype == torch.float32 and x.device.type == "cpu":
+        return torch.from_numpy(np.exp(x.numpy()))
+    return torch.exp(x)
+
+
 def rows(f: torch.Tensor, hi: int, n: int, s: int) -> torch.Tensor:
     """Overlapping-window view of a flat tensor view: rows(f)[i] = f[i + s * arange(n)], so a
     gather by the linear index of a row's first element fetches the whole row."""

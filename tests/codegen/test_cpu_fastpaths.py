@@ -196,3 +196,29 @@ def test_guarded_gather_when_every_lane_is_masked_off(on):
     (r, c), = _both(kern, {"X": x, "Y": np.zeros(37, np.float32), "on": on}, ["Y"])
     _same(r, c)
     np.testing.assert_array_equal(c, x if on else np.full(37, 3.0, np.float32))
+
+
+ROWSUM = """
+kernel rowsum(C: f32[NR, D], T: i32[R], S: f32[NS, D], BR: const = 8):
+    # masked lanes fetch row 0 (their index reads as 0); row-level masking must blank them
+    grid(cdiv(R, BR))
+    rows = program_id(0) * BR + arange(0, BR)
+    ok = rows < R
+    idx = load(T[rows], mask=ok)
+    d = arange(0, D)
+    x = load(C[idx[:, None], d[None, :]], mask=ok[:, None])
+    store(S[program_id(0), d], sum(x, 0))
+"""
+
+
+def test_whole_row_gather_blanks_masked_rows_even_over_nan():
+    kern = _kernel(ROWSUM, "rowsum", D=8)
+    src = cpu.emit(kern)
+    assert "rt.rows(" in src and "rt.blank_rows(" in src
+    rng = np.random.default_rng(10)
+    c = _rand(rng, (6, 8))
+    c[0] = np.nan                                    # what the masked lanes point at
+    t = rng.integers(1, 6, size=11).astype(np.int32)
+    (r, s), = _both(kern, {"C": c, "T": t, "S": np.zeros((2, 8), np.float32)}, ["S"])
+    assert np.isfinite(r).all()
+    _same(r, s)
