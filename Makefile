@@ -14,7 +14,8 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# check the library, then compile -> tune -> run hybrid batches layer by layer (tilec/demo.py)
+# check the library, then compile (cpu + ascend910b2) -> tune -> run hybrid batches layer by
+# layer, the Ascend part on the simulator through the same artifacts (tilec/demo.py)
 demo: setup
 	$(BIN)/tilec check
 	$(BIN)/tilec demo --out artifacts

@@ -26,7 +26,7 @@ import numpy as np         # noqa: E402
 
 from codegen.ascend.attention import run                          # noqa: E402
 from codegen.ascend.attention.sim import LAUNCH_CYCLES            # noqa: E402
-from codegen.ascend.lower import AscendLegalityError              # noqa: E402
+from codegen.ascend.errors import AscendLegalityError             # noqa: E402
 from runtime.plan import plan                                     # noqa: E402
 from tilec import targets as T                                    # noqa: E402
 from tilec.selftest import specialise                             # noqa: E402

@@ -30,6 +30,12 @@ model's (G, D, dtype); the launch variant's BM is the largest tile of the kinds 
 ``run()`` launches ONE meta_attention kernel for the whole batch from the plan's task table;
 the same plan serves every layer of a step. Kernels run through ``runtime.launchers`` (cpu,
 triton, ascend-sim), so this module stays backend-agnostic.
+
+Ascend: ``tilec compile --target ascend910b2`` writes entries of backend "ascend" (Ascend C
+sources). ``open_artifacts(DIR, backend="ascend-sim", target="ascend910b2")`` opens those
+entries and runs them on the tile-machine simulator (numpy results, MODELLED cycles: each launch
+returns the simulator's Stats); ``backend="npu"`` opens them for a real NPU, whose launcher
+says plainly that CANN / torch_npu are absent. ``backend="ascend"`` means ascend-sim.
 """
 from __future__ import annotations
 
@@ -77,6 +83,9 @@ try:
 except ImportError:     # pragma: no cover
     pass
 
+# launcher name -> the backend of the entries it runs (the rest run entries of their own name)
+LAUNCHER_ENTRIES = {"ascend-sim": "ascend", "npu": "ascend"}
+
 TUNING_FORMAT = "tilec-tuning"
 TUNING_FORMAT_VERSION = 1
 
@@ -110,9 +119,10 @@ class _Entry:
 class Artifacts:
     """A verified artifact directory for one (backend, target)."""
 
-    def __init__(self, path: Path, backend: str, target: str, manifest: dict):
+    def __init__(self, path: Path, backend: str, target: str, manifest: dict, launcher: str = ""):
         self.path = path
-        self.backend = backend
+        self.backend = backend          # the entries' backend ("ascend" for ascend-sim / npu)
+        self.launcher = launcher or _launchers.for_artifacts(backend, target)
         self.target = target
         self.version = _cache.compiler_version()
         self._entries: dict[tuple, _Entry] = {}
@@ -203,13 +213,14 @@ class Artifacts:
 
     def __repr__(self) -> str:
         return (f"Artifacts({str(self.path)!r}, backend={self.backend!r}, target={self.target!r}, "
+                f"launcher={self.launcher!r}, "
                 f"{len(self._entries)} entries, gemm selection: {self.selection})")
 
     @property
     def launch(self):
         """The launcher of this directory's backend (runtime.launchers)."""
         if self._launch is None:
-            self._launch = _launchers.get(_launchers.for_artifacts(self.backend, self.target), self.target)
+            self._launch = _launchers.get(self.launcher, self.target)
         return self._launch
 
     def variants(self, kernel: str) -> list[dict]:
@@ -398,8 +409,11 @@ class Artifacts:
 
 def open_artifacts(path, backend: str = "cpu", target: str = "cpu", tuning: bool = True) -> Artifacts:
     """Open and verify an artifact directory; ``ArtifactError`` on anything wrong.
-    ``tuning=False`` ignores the tuning tables (``tilec tune`` rewrites them)."""
+    ``tuning=False`` ignores the tuning tables (``tilec tune`` rewrites them). ``backend`` is
+    an entry backend (cpu, triton, ascend) or a launcher that runs one (ascend-sim, npu)."""
     d = Path(path)
+    launcher = backend if backend in LAUNCHER_ENTRIES else ""
+    backend = LAUNCHER_ENTRIES.get(backend, backend)
     cmd = _cmd(target, d)
     if not d.is_dir():
         raise ArtifactError(f"{d}: no artifact directory; build it with: {cmd}")
@@ -427,4 +441,4 @@ def open_artifacts(path, backend: str = "cpu", target: str = "cpu", tuning: bool
         raise ArtifactError(f"{d}: {problems[0]}{more}; {fix}")
     if not any(e.get("backend") == backend and e.get("target") == target for e in m["entries"].values()):
         raise ArtifactError(f"{d}: no {backend}/{target} entries; build them with: {cmd}")
-    return Artifacts(d, backend, target, m)
+    return Artifacts(d, backend, target, m, launcher)

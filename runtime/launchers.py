@@ -57,7 +57,7 @@ def _ascend_sim(target: str) -> Callable:
     reported as such, not run elsewhere."""
     tgt = target if target.startswith("ascend") else "ascend910b2"
     from codegen.ascend import sim
-    lower_mod = importlib.import_module("codegen.ascend.lower")
+    lower_mod = importlib.import_module("codegen.ascend.errors")
     not_lowered = getattr(lower_mod, "AscendLoweringError", ())
     dispatch = importlib.util.find_spec("codegen.ascend.dispatch") is not None
 

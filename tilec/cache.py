@@ -6,6 +6,9 @@ Layout of DIR::
     .lock                    filelock.FileLock guarding every write
     entries/<key>/kernel.ir  specialised tile IR (tilec.ir.printer.print_kernel)
     entries/<key>/kernel.py  generated source (backend "cpu"/"triton", when codegen exists)
+    entries/<key>/*.cpp, *.h, program.txt
+                             backend "ascend": Ascend C kernel, tiling header and launcher for
+                             the entry's target, and the lowered AIC/AIV program's dump
     entries/<key>/meta.json  the entry's metadata
     tuning/<name>.json       selection tables written by ``tilec tune`` (tilec/tune.py); the
                              manifest's ``tuning`` table records their sha256 for ``verify``
@@ -16,6 +19,11 @@ file is written to a temporary name in its final directory and moved into place 
 ``os.replace``; entry directories are built under a temporary name and renamed. Commits
 happen under the lock and re-read the manifest first, so concurrent compiles into one
 directory neither corrupt the manifest nor duplicate an entry.
+
+A variant its target cannot take (the Ascend lowering rejects it: not lowerable, over a
+buffer's capacity, misaligned) is *skipped*, not failed: the manifest's ``skipped`` table
+records it with the one-line reason (no files, so ``verify`` has nothing to check), and every
+compile tries it again (a fixed lowering then builds it).
 
     jobs = library_jobs(["cpu"], kernels=["rmsnorm"])
     stats = compile_jobs(jobs, "out/", workers=4)       # -> CompileStats
@@ -45,9 +53,10 @@ TUNING = "tuning"
 TMP_PREFIX = ".tmp-"
 FORMAT = "tilec-artifacts"
 FORMAT_VERSION = 1
-BACKENDS = ("reference", "cpu", "triton")
-# backend -> module that may expose ``emit(kernel) -> str | dict[str, str | bytes]``
-CODEGEN_MODULES = {"cpu": "codegen.cpu", "triton": "codegen.triton"}
+BACKENDS = ("reference", "cpu", "triton", "ascend")
+# backend -> module that may expose ``emit(kernel[, target]) -> str | dict[str, str | bytes]``
+# and ``NOT_APPLICABLE``, the exceptions meaning "this variant does not exist on this target"
+CODEGEN_MODULES = {"cpu": "codegen.cpu", "triton": "codegen.triton", "ascend": "codegen.ascend"}
 LOCK_TIMEOUT_S = 600.0
 
 __all__ = ["CacheError", "Job", "JobResult", "CompileStats", "compiler_version", "cache_key",
@@ -103,7 +112,7 @@ class SkipTarget(Exception):
 
 def backend_for_target(target: str, backend: str | None = None) -> tuple[str, str]:
     """``(canonical target name, backend)``; raises CacheError for an unknown target and
-    SkipTarget for a target whose backend is not built yet (Ascend)."""
+    SkipTarget for a target whose backend is not built yet."""
     from tilec import targets
     try:
         t = targets.get(target)
@@ -112,6 +121,9 @@ def backend_for_target(target: str, backend: str | None = None) -> tuple[str, st
     if backend is not None:
         if backend not in BACKENDS:
             raise CacheError(f"unknown backend '{backend}'; known: {', '.join(BACKENDS)}")
+        if backend == "ascend" and t.backend != "ascend":   # Ascend C is per Ascend target only
+            raise CacheError(f"backend '{backend}' does not build for target {t.name} "
+                             f"(the ascend backend is for ascend910b2 / ascend910b4 only)")
         return t.name, backend
     if t.backend not in BACKENDS:
         raise SkipTarget(f"{t.name}: {t.backend} backend not built yet, skipping")
@@ -176,6 +188,7 @@ class JobResult:
     files: dict = field(default_factory=dict)   # name -> bytes (only on a miss)
     codegen: str = ""                            # "ir-only", "ok", or "unavailable: why"
     error: str = ""                              # rendered diagnostic on failure
+    skipped: str = ""                            # why the target cannot take this variant
 
 
 _KNOWN: dict[str, str] = {}   # key -> codegen status of the intact entries, set per worker
@@ -215,15 +228,20 @@ def _safe_name(name) -> bool:
             and not name.startswith("."))
 
 
-def _emit_files(mod, kernel) -> dict[str, bytes]:
+def _emit_files(mod, kernel, target: str = "") -> dict[str, bytes]:
     import inspect
     try:
-        accepts_interpret = "interpret" in inspect.signature(mod.emit).parameters
+        params = inspect.signature(mod.emit).parameters
     except (TypeError, ValueError):
-        accepts_interpret = False
+        params = {}
+    kw = {}
     # artifacts are for the real target: never Triton's CPU-interpreter flavour of the source,
     # whatever the machine compiling them has
-    out = mod.emit(kernel, interpret=False) if accepts_interpret else mod.emit(kernel)
+    if "interpret" in params:
+        kw["interpret"] = False
+    if "target" in params and target:   # Ascend: capacities and core counts are per target
+        kw["target"] = target
+    out = mod.emit(kernel, **kw)
     if isinstance(out, (str, bytes)):
         out = {"kernel.py": out}
     if not isinstance(out, dict):
@@ -297,7 +315,10 @@ def run_group(jobs: list[Job], version: str) -> list[JobResult]:
             res.files = {"kernel.ir": ir_text.encode()}
             if mod is not None:
                 try:
-                    res.files.update(_emit_files(mod, kernel))
+                    res.files.update(_emit_files(mod, kernel, job.target))
+                except getattr(mod, "NOT_APPLICABLE", ()) as e:
+                    res.files = {}
+                    res.skipped = (str(e).splitlines() or [type(e).__name__])[0]
                 except Exception as e:  # a backend bug: report it for this variant, go on
                     res.error = (f"{job.label or job.source}: {job.kernel} {_fmt_binding(job.binding_dict)}: "
                                  f"error: {job.backend} codegen failed: {type(e).__name__}: {e}")
@@ -396,6 +417,10 @@ def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
             _safe_name(n) and isinstance(r, dict) and isinstance(r.get("sha256"), str)
             for n, r in tuning.items()):
         raise CacheError(f"{p}: corrupted manifest: 'tuning' is malformed")
+    skipped = m.get("skipped", {})
+    if not isinstance(skipped, dict) or not all(
+            isinstance(r, dict) and isinstance(r.get("reason"), str) for r in skipped.values()):
+        raise CacheError(f"{p}: corrupted manifest: 'skipped' is malformed")
     return m
 
 
@@ -480,13 +505,21 @@ def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
     (d / ENTRIES).mkdir(exist_ok=True)
     with _lock(d):
         m = read_manifest(d, must_exist=False)
+        skipped = m.setdefault("skipped", {})
         for r in results:
+            job = r.job
+            if r.skipped:   # recorded (no files) so `tilec ls` can say why it is absent
+                skipped[r.key] = {"kernel": job.kernel, "binding": job.binding_dict,
+                                  "backend": job.backend, "target": job.target,
+                                  "compiler_version": version, "reason": r.skipped,
+                                  "source": job.label or job.source}
+                continue
+            skipped.pop(r.key, None)
             old = m["entries"].get(r.key)
             if old is not None and not _entry_problems(d, old) and not (
                     old.get("codegen", "").startswith("unavailable") and r.codegen == "ok"):
                 already += 1
                 continue
-            job = r.job
             meta = {"key": r.key, "kernel": job.kernel, "binding": job.binding_dict,
                     "backend": job.backend, "target": job.target, "compiler_version": version,
                     "codegen": r.codegen, "source": job.label or job.source}
@@ -507,6 +540,9 @@ def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
             m["entries"][r.key] = meta
             written += 1
         m["entries"] = dict(sorted(m["entries"].items()))
+        m["skipped"] = dict(sorted(skipped.items()))
+        if not m["skipped"]:
+            del m["skipped"]
         _write_atomic(d / MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + "\n").encode(), sync=True)
     return written, already
 
@@ -518,6 +554,7 @@ class CompileStats:
     hits: int = 0
     failed: int = 0
     errors: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)   # "kernel binding on target: reason"
     seconds: float = 0.0
 
 
@@ -552,6 +589,10 @@ def compile_jobs(jobs: list[Job], out: str | Path, workers: int = 1,
             stats.errors.append(r.error)
         elif r.hit:
             stats.hits += 1
+        elif r.skipped:
+            stats.skipped.append(f"{r.job.kernel} {_fmt_binding(r.job.binding_dict)} on {r.job.target}: "
+                                 f"{r.skipped}")
+            pending.append(r)
         else:
             pending.append(r)
             if len(pending) >= batch:

@@ -168,27 +168,57 @@ def selftest(backend, quick, seed, only):
 
 @main.command("tiles")
 @click.option("--target", "-t", required=True, help="Ascend target (ascend910b2, ascend910b4)")
-@click.option("--kernel", "-k", required=True, type=click.Choice(["smooth_gemm", "smooth_gemm_t"]),
-              help="GEMM kernel of the library")
-@click.option("--shape", required=True, metavar="M,N,K", help="problem size")
+@click.option("--kernel", "-k", required=True,
+              type=click.Choice(["smooth_gemm", "smooth_gemm_t", "meta_attention"]),
+              help="GEMM kernel of the library, or meta_attention")
+@click.option("--shape", default=None, metavar="M,N,K", help="GEMM problem size (GEMM kernels)")
+@click.option("--stage", default=None, type=click.Choice(["decode", "verify", "prefill"]),
+              help="stage kind to pick the attention tile for (meta_attention)")
+@click.option("--context", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="KV length each stage attends to (meta_attention)")
+@click.option("--tokens", default=512, show_default=True, type=click.IntRange(min=1),
+              help="prefill chunk length (meta_attention --stage prefill)")
+@click.option("--group", "-G", default=4, show_default=True, type=click.IntRange(min=1),
+              help="GQA group: query heads per KV head (meta_attention)")
+@click.option("--head-dim", "-D", "head_dim", default=128, show_default=True,
+              type=click.Choice(["64", "128"]), help="head dimension (meta_attention)")
 @click.option("--dtype", default="f16", show_default=True, type=click.Choice(["f16", "bf16"]))
-def tiles_cmd(target, kernel, shape, dtype):
-    """Pick the best legal (BM, BN, BK) for one GEMM shape from the simulator's cycle model
-    (MODELLED, not measured), and say why the larger candidates lost."""
+def tiles_cmd(target, kernel, shape, stage, context, tokens, group, head_dim, dtype):
+    """Pick the best legal tile from the simulator's cycle model (MODELLED, not measured) and
+    say why the other candidates lost: (BM, BN, BK) for one GEMM shape (--shape M,N,K), or
+    meta_attention's (BM, BN) for one stage kind (--stage decode|verify|prefill)."""
     from tilec import targets as T
-    from tilec.tiles import report
+    from tilec.tiles import attention_report, report
+    try:
+        tgt = T.get(target)
+    except KeyError as e:
+        _fail(e.args[0] if e.args else str(e))
+    if getattr(tgt, "kind", None) != "ascend":
+        _fail(f"--target {target} is not an Ascend target (ascend910b2, ascend910b4)")
+    if kernel == "meta_attention":
+        if stage is None:
+            _fail("--kernel meta_attention needs --stage decode|verify|prefill")
+        if shape is not None:
+            _fail("--shape is for GEMM kernels; meta_attention takes --stage and --context")
+        try:
+            text, _ = attention_report(stage, tgt, group=group, head_dim=int(head_dim), dtype=dtype,
+                                       context=context, tokens=tokens)
+        except Exception as e:   # e.g. no legal tile for this group on this target
+            if "Legality" not in type(e).__name__:
+                raise
+            _fail(str(e).splitlines()[0])
+        click.echo(text)
+        return
+    if shape is None:
+        _fail(f"--kernel {kernel} needs --shape M,N,K")
+    if stage is not None:
+        _fail("--stage is for meta_attention")
     try:
         M, N, K = (int(x) for x in shape.split(","))
     except ValueError:
         _fail(f"--shape '{shape}' is not M,N,K (three integers)")
     if min(M, N, K) <= 0:
         _fail(f"--shape '{shape}': M, N and K must be positive")
-    try:
-        tgt = T.get(target)
-    except KeyError as e:
-        _fail(str(e))
-    if getattr(tgt, "kind", None) != "ascend":
-        _fail(f"--target {target} is not an Ascend target (ascend910b2, ascend910b4)")
     text, _ = report(kernel, M, N, K, dtype, tgt)
     click.echo(text)
 
@@ -206,7 +236,7 @@ def _fail(msg: str):
               help="targets to compile for (cpu, h100, h200, ascend910b2, ascend910b4)")
 @click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
               help="artifact directory (created if needed)")
-@click.option("--backend", "-b", default=None, type=click.Choice(["reference", "cpu", "triton"]),
+@click.option("--backend", "-b", default=None, type=click.Choice(["reference", "cpu", "triton", "ascend"]),
               help="override the target's backend")
 @click.option("-j", "jobs_n", default=None, type=click.IntRange(min=1),
               help="parallel worker processes (default: CPU count)")
@@ -252,9 +282,13 @@ def compile_cmd(sources, target_list, out, backend, jobs_n, kernels, variants_pa
     from tqdm import tqdm
     bar = tqdm(total=len(jobs), file=sys.stderr, unit="variant", desc="compile",
                disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    def progress_fn(r):
+        bar.update(1)
+        if r.skipped:   # a variant the target cannot take: one line, the compile goes on
+            bar.write(f"skipped: {r.job.kernel} {_fmt_binding(r.job.binding_dict)} on {r.job.target}: "
+                      f"{r.skipped}", file=sys.stderr)
     try:
-        stats = compile_jobs(jobs, out, workers=jobs_n or os.cpu_count() or 1,
-                             progress=lambda r: bar.update(1))
+        stats = compile_jobs(jobs, out, workers=jobs_n or os.cpu_count() or 1, progress=progress_fn)
     except CacheError as e:
         bar.close()
         _fail(str(e))
@@ -266,6 +300,8 @@ def compile_cmd(sources, target_list, out, backend, jobs_n, kernels, variants_pa
         click.echo(err, err=True)
     click.echo(f"compiled {stats.compiled}, cache hits {stats.hits}"
                + (f", failed {stats.failed}" if stats.failed else "")
+               + (f", skipped {len(stats.skipped)} (not legal on their target; see tilec ls)"
+                  if stats.skipped else "")
                + f" ({stats.total} variants, {len(tbs)} target(s)) in {stats.seconds:.2f}s -> {out}")
     sys.exit(1 if stats.failed else 0)
 
@@ -292,6 +328,13 @@ def ls_cmd(dir):
         click.echo(f"{e['key'][:16]}  {e.get('kernel', '?'):<16} {e.get('target', '?'):<12} "
                    f"{e.get('backend', '?'):<10} {cg:<12} {_fmt_binding(e.get('binding') or {})}")
     click.echo(f"{len(rows)} entries")
+    skipped = sorted(m.get("skipped", {}).values(), key=lambda e: (e.get("kernel", ""), e.get("target", ""),
+                                                                 json_key(e.get("binding"))))
+    if skipped:
+        click.echo(f"{len(skipped)} skipped (the target cannot take them; no files):")
+    for e in skipped:
+        click.echo(f"  {e.get('kernel', '?'):<16} {e.get('target', '?'):<12} {e.get('backend', '?'):<10} "
+                   f"{_fmt_binding(e.get('binding') or {})}: {e['reason']}")
     if any(e.get("codegen", "").startswith("unavailable") for e in rows):
         click.echo("ir-only*: the backend's code generator was not available; IR stored only")
     tuning = sorted(m.get("tuning", {}))

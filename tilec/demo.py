@@ -1,7 +1,8 @@
 """``make demo`` / ``tilec demo``: the compile -> tune -> run path of a serving step, end to end.
 
-1. compile the kernel library for cpu into an artifact directory (a second run is all cache
-   hits) and verify it; Ascend targets are compiled when ``tilec compile`` builds them;
+1. compile the kernel library for cpu AND ascend910b2 into one artifact directory (a second
+   run is all cache hits; Ascend entries are Ascend C sources, variants the target cannot take
+   are skipped with their reason) and verify it;
 2. tune it for SmolLM2-135M's shapes: measured on this CPU, and modelled for ascend910b2 by
    the simulator's cycle model;
 3. open the artifacts (verified, tuned tables in use) and run hybrid batches (chunked
@@ -9,7 +10,11 @@
    K/V written into that layer's paged cache, ONE meta_attention launch for the whole batch
    from the step's plan (planned once, reused by every layer), the O projection and the MLP
    projections, all through the runtime; every runtime output is checked against an
-   independent oracle (torch SDPA attention, float32 matmuls) on the same inputs.
+   independent oracle (torch SDPA attention, float32 matmuls) on the same inputs;
+4. the Ascend part: the same directory opened for ascend-sim (its ascend910b2 entries and
+   tuned tables), each step's attention planned over the 24 AI cores and one projection run
+   through those artifacts on the tile-machine simulator, checked against the same oracles,
+   with MODELLED times (no NPU here: the npu launcher says what is missing).
 
 Random weights and activations (no checkpoint is needed); RMSNorm and RoPE are left out of
 the layer (the runtime path under test is the GEMM selection and the attention launch).
@@ -26,6 +31,7 @@ import numpy as np
 __all__ = ["DemoError", "run_demo"]
 
 MODEL = "smollm2-135m"
+ASCEND = "ascend910b2"
 BLOCK = 16
 # Two steps of a chat-like server: a chunked prefill next to decodes and verifies.
 STEPS = [
@@ -43,29 +49,36 @@ def _silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def _ascend_attention(arts, case, model, echo, check) -> None:
-    """The step's attention (last layer's inputs are not kept: the case's own caches) on the
-    Ascend simulator, planned over ascend910b2's 24 AI cores: modelled time, checked."""
+def _ascend_step(arts_a, case, model, w_qkv, echo, check) -> None:
+    """The step on the Ascend artifacts (``open_artifacts(DIR, "ascend-sim", "ascend910b2")``):
+    its attention (the case's own caches) planned over the AI cores and launched once, and its
+    QKV projection, both on the simulator: MODELLED times, outputs checked."""
     from runtime import launchers
-    from runtime.plan import plan as make_plan
     from tilec import targets
     from tilec.testing.oracle import attention_oracle
-    tgt = targets.get("ascend910b2")
-    p = make_plan(case.stages, model.kv_heads, model.group, max(arts.attention_tiles(
-        model.group, model.head_dim).values(), key=lambda t: t["BM"])["BM"], tgt.aic_cores)
-    kernel, b = arts.attention(p, model.head_dim, "f16")
+    tgt = targets.get(arts_a.target)
+    p = arts_a.plan(case.stages, model.kv_heads, model.group, model.head_dim)
+    _, b = arts_a.attention(p, model.head_dim, "f16")
     out = np.zeros_like(case.q)
     try:
-        st = launchers.get("ascend-sim", tgt.name)(kernel, {
-            "Q": case.q, "KC": case.k_cache, "VC": case.v_cache, "O": out, "BT": case.block_table,
-            "TASKS": p.task_table, "TREE": p.tree_mask, "scale": case.scale})
+        st = arts_a.run(p, case.q, case.k_cache, case.v_cache, case.block_table, out, case.scale)
     except launchers.LauncherUnavailable as e:
         echo(f"   ascend-sim: {e}")
         return
     err = check("ascend-sim attention", out, attention_oracle(case))
-    echo(f"   ascend-sim ({tgt.name}, {tgt.aic_cores} AI cores): the same batch's attention, "
-         f"{p.num_tasks} tasks, balance {p.balance:.3f}: MODELLED {st.cycles} cycles = "
-         f"{st.cycles / tgt.clock_hz * 1e6:.1f} µs; max |err| vs oracle {err:.1e}")
+    cyc = getattr(st, "bound_cycles", st.cycles)
+    echo(f"   ascend-sim ({tgt.name}, {tgt.aic_cores} AI cores, {arts_a.path}): attention "
+         f"meta_attention BM={b['BM']} BN={b['BN']}, {p.num_tasks} tasks, balance {p.balance:.3f}: "
+         f"MODELLED {cyc} cycles = {cyc / tgt.clock_hz * 1e6:.1f} µs; max |err| vs oracle {err:.1e}")
+    T = case.num_tokens
+    x = np.random.default_rng(T).standard_normal((T, w_qkv.shape[1])).astype(np.float16)
+    kernel, gb = arts_a.gemm(T, w_qkv.shape[0], w_qkv.shape[1], "f16")
+    y = np.zeros((T, w_qkv.shape[0]), np.float16)
+    st = arts_a.launch(kernel, {"A": x, "W": w_qkv, "C": y})
+    err = check("ascend-sim qkv", y, x.astype(np.float32) @ w_qkv.astype(np.float32).T)
+    echo(f"   ascend-sim: qkv {w_qkv.shape[0]}x{w_qkv.shape[1]} (M={T}) BM={gb['BM']} BN={gb['BN']} "
+         f"BK={gb['BK']}: MODELLED {st.bound_cycles} cycles = {st.bound_cycles / tgt.clock_hz * 1e6:.1f} µs"
+         f"{' (HBM floor)' if st.bound_cycles > st.cycles else ''}; max |err| vs oracle {err:.1e}")
 
 
 def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64, seed: int = 0,
@@ -86,28 +99,35 @@ def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64,
     model = load_model(MODEL)
     ok = True
 
-    echo(f"== 1. compile the kernel library -> {d}")
+    echo(f"== 1. compile the kernel library for cpu and {ASCEND} -> {d}")
     tbs = [cache.backend_for_target("cpu")]
     try:
-        tbs.append(cache.backend_for_target("ascend910b2"))
+        tbs.append(cache.backend_for_target(ASCEND))
     except cache.SkipTarget as e:
-        echo(f"   {e} (tilec compile builds cpu/triton entries; ascend910b2 is tuned by the model below)")
+        echo(f"   {e}")
     try:
         jobs = cache.library_jobs(tbs, kernels=kernels, variants_path=variants_path)
         st = cache.compile_jobs(jobs, d, workers=os.cpu_count() or 1)
         problems = cache.verify(d)
     except cache.CacheError as e:
         raise DemoError(str(e)) from None
+    per = {}
+    for j in jobs:
+        per[j.target] = per.get(j.target, 0) + 1
     echo(f"   compiled {st.compiled}, cache hits {st.hits}, failed {st.failed} "
-         f"({st.total} variants) in {st.seconds:.1f}s; verify: "
+         f"({st.total} variants: " + ", ".join(f"{t} {n}" for t, n in per.items())
+         + f") in {st.seconds:.1f}s; verify: "
          + ("ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"))
+    if st.skipped:
+        echo(f"   skipped {len(st.skipped)} the target cannot take (tilec ls lists them), e.g. "
+             f"{st.skipped[0]}")
     for err in st.errors[:3]:
         echo("   " + err.splitlines()[0])
     if st.failed or problems:
         return False
 
     echo(f"== 2. tune for {MODEL} (M buckets up to {budget})")
-    targets = ["cpu"] + (["ascend910b2"] if tune_ascend else [])
+    targets = ["cpu"] + ([ASCEND] if tune_ascend else [])
     for tgt in targets:
         try:
             table = tune(d, tgt, model, budget=budget, reps=reps if tgt == "cpu" else 1, progress=False)
@@ -130,6 +150,13 @@ def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64,
     except ArtifactError as e:
         raise DemoError(str(e)) from None
     echo(f"   {arts!r}")
+    arts_a = None
+    if ascend_sim:
+        try:
+            arts_a = open_artifacts(d, "ascend-sim", ASCEND)
+        except ArtifactError as e:
+            raise DemoError(str(e)) from None
+        echo(f"   {arts_a!r}")
 
     rng = np.random.default_rng(seed)
     H, HQ, HKV, D = model.hidden_size, model.q_heads, model.kv_heads, model.head_dim
@@ -219,7 +246,7 @@ def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64,
                  + ("  FAIL " + ",".join(bad) if bad else "  ok"))
         loaded = sum(1 for (kname, _) in arts._loaded if kname == "meta_attention")
         echo(f"   one plan served {layers} layers; meta_attention variants loaded so far: {loaded}")
-        if ascend_sim:
-            _ascend_attention(arts, case, model, echo, check)
+        if arts_a is not None:
+            _ascend_step(arts_a, case, model, W[-1]["qkv"], echo, check)
     echo(f"== demo {'passed' if ok else 'FAILED'} in {time.perf_counter() - t_all:.1f}s")
     return ok

@@ -6,6 +6,10 @@ alignment, fractals: the rejection names buffer and bytes); each legal one is ti
 by HBM bandwidth: ``Stats.bound_cycles``), and the fastest wins; at equal time (both at
 the HBM floor) the one with less pipe time, then the smaller on-chip footprint. All numbers
 are MODELLED.
+
+``attention_report`` does the same for Meta-Attention per stage kind (decode, verify, prefill)
+through ``codegen.ascend.attention.tiles.attention_tile_choice`` (``tilec tiles --kernel
+meta_attention --stage S``).
 """
 from __future__ import annotations
 
@@ -113,3 +117,52 @@ def report(kernel: str, M: int, N: int, K: int, dtype: str, target) -> tuple[str
             why = f"illegal: {c.reason}" if not c.legal else why_slower(c, best, tgt.aic_cores)
             lines.append(f"  {c.tile:<12} {why}")
     return "\n".join(lines), best
+
+
+# --------------------------------------------------------------------------- Meta-Attention
+
+STAGES = ("decode", "verify", "prefill")
+
+
+def attention_report(stage: str, target, *, group: int = 4, head_dim: int = 128, dtype: str = "f16",
+                     context: int = 1024, tokens: int = 512, bm_candidates=None,
+                     bn_candidates=None) -> tuple[str, object]:
+    """The modelled best Meta-Attention tile for one stage kind
+    (codegen.ascend.attention.tiles.attention_tile_choice) as text: the choice with its modelled
+    time, and every other candidate with why it lost (slower, or illegal on the target)."""
+    import re
+
+    from codegen.ascend.attention.tiles import BM_CANDIDATES, BN_CANDIDATES, attention_tile_choice
+    from tilec import targets as T
+    tgt = T.get(target) if isinstance(target, str) else target
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    tokens = min(tokens, context) if stage == "prefill" else tokens
+    c = attention_tile_choice(stage, tgt.name, group=group, head_dim=head_dim, dtype=dtype,
+                              kv_len=context, tokens=tokens,
+                              bm_candidates=tuple(bm_candidates or BM_CANDIDATES),
+                              bn_candidates=tuple(bn_candidates or BN_CANDIDATES))
+    batch = {"decode": f"{tgt.aic_cores} decodes (one per AI core) at context {context}",
+             "verify": f"{tgt.aic_cores} 5-token tree verifies at context {context}",
+             "prefill": f"one {tokens}-token prefill chunk ending at context {context}"}[stage]
+    lines = [f"meta_attention {stage} on {tgt.name}, G={group} D={head_dim} {dtype}: {batch} "
+             f"(MODELLED by the tile-machine simulator's cycle model)",
+             f"choice: BM={c.BM} BN={c.BN}: {c.pipeline} pipeline, window {c.window}, {c.cycles} cycles "
+             f"({c.cycles / tgt.clock_hz * 1e6:.1f} us) for {c.rows} query rows "
+             f"({c.cycles_per_row:.1f} cycles/row)"]
+    if c.rejected:
+        lines.append("other candidates and why they lost:")
+    # one line per candidate (the chooser may list a candidate it first kept, then replaced)
+    seen = set()
+    def order(r):   # slower ones fastest first, then the illegal ones
+        m = re.match(r"slower: (\d+)", r[2])
+        return (m is None, int(m.group(1)) if m else 0, r[0], r[1])
+    for bm, bn, why in sorted(c.rejected, key=order):
+        if (bm, bn) in seen or (bm, bn) == (c.BM, c.BN):
+            continue
+        seen.add((bm, bn))
+        m = re.match(r"slower: (\d+) modelled cycles", why)
+        why = (f"slower: {m.group(1)} cycles, {int(m.group(1)) / c.cycles:.2f}x the choice" if m
+               else f"illegal: {why}")
+        lines.append(f"  BM={bm:<4} BN={bn:<4} {why}")
+    return "\n".join(lines), c

@@ -2,8 +2,8 @@
 
 - a ``dot`` together with ``exp`` (GEMM-softmax-GEMM) -> Meta-Attention, delegated to
   ``codegen.ascend.attention.lower_attention`` when that package is present;
-- any other ``dot`` -> the Cube GEMM lowering (lower.py, an AIC ``Program``);
-- no ``dot`` -> the AIV vector lowering (lower_vector.py, an ``AivProgram``).
+- any other ``dot`` -> the Cube GEMM lowering (gemm.py, an AIC ``Program``);
+- no ``dot`` -> the AIV vector lowering (vector_kernels.py, an ``AivProgram``).
 Whatever a lowering cannot express raises AscendLoweringError with file:line:col of the op.
 """
 from __future__ import annotations
@@ -12,8 +12,9 @@ import importlib
 
 from tilec.ir.core import Kernel
 
-from .lower import AscendLoweringError, _fail, lower_gemm
-from .lower_vector import lower_vector
+from .errors import AscendLoweringError, fail
+from .gemm import lower_gemm
+from .vector_kernels import lower_vector
 
 
 def _walk(ops):
@@ -63,7 +64,7 @@ def lower(kernel: Kernel, target="ascend910b2"):
     why = attention_missing()
     if why:
         dot = next(o for o in _walk(kernel.body.ops) if o.name == "dot")
-        _fail(kernel, dot, f"GEMM-softmax-GEMM (attention): {why}")
+        fail(kernel, dot, f"GEMM-softmax-GEMM (attention): {why}")
     return attention_module().lower_attention(kernel, target)
 
 

@@ -1,4 +1,4 @@
-"""Emit Ascend C source for a lowered GEMM ``Program`` (see lower.py): the device kernel, the
+"""Emit Ascend C source for a lowered GEMM ``Program`` (see gemm.py): the device kernel, the
 host tiling struct and a host launcher.
 
 The kernel follows the program one to one:

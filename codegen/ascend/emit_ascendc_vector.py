@@ -1,4 +1,4 @@
-"""Emit Ascend C for an AIV program (vector.py / lower_vector.py): kernel, tiling header and
+"""Emit Ascend C for an AIV program (vector.py / vector_kernels.py): kernel, tiling header and
 host launcher, in the same shape as the GEMM emitter (emit_ascendc.py).
 
 Mapping from the program:
@@ -28,7 +28,8 @@ from __future__ import annotations
 from .emit_ascendc import AscendCSource, _camel
 from .program import Ref
 from .vector import (AivProgram, Bcast, CopyGmToUb, CopyGmToUbGather, CopyUbToGm, Scalar, SOp,
-                     VBinary, VCast, VCompare, VDup, VReduce, VSelect, VUnary, ub_slot_bytes)
+                     VBinary, VCast, VCompare, VDup, VReduce, VSelect, VUnary, reduce_scratch,
+                     ub_slot_bytes)
 
 _CT = {"f16": "half", "bf16": "bfloat16_t", "f32": "float", "i32": "int32_t", "bool": "uint8_t"}
 _VV = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min"}
@@ -60,8 +61,7 @@ class _Emit:
         self.temps = [b for b in prog.buffers if b not in self.ins and b not in self.outs
                       and b not in self.index_bufs]
         self.stored = list(dict.fromkeys(i.dst.tensor for i in prog.body if isinstance(i, CopyUbToGm)))
-        self.red_cols = max([prog.buffers[i.src.buf].shape[1] for i in prog.body
-                             if isinstance(i, VReduce)] or [0])
+        self.scratch = reduce_scratch(prog.body, prog.buffers)    # as the UB check counts it
 
     # -- expressions ---------------------------------------------------------------------------
     def cx(self, v) -> str:
@@ -304,9 +304,9 @@ class _Emit:
             L.append(f"        pipe.InitBuffer(q_{b}, 2, {ub_slot_bytes(p.buffers[b])});")
         for b in self.temps + sorted(self.index_bufs):
             L.append(f"        pipe.InitBuffer(b_{b}, {ub_slot_bytes(p.buffers[b])});")
-        if self.red_cols:
-            L += [f"        pipe.InitBuffer(b_work, {-(-self.red_cols * 4 // 32) * 32});",
-                  "        pipe.InitBuffer(b_red, 32);"]
+        if self.scratch:
+            L += [f"        pipe.InitBuffer(b_work, {self.scratch['work']});",
+                  f"        pipe.InitBuffer(b_red, {self.scratch['red']});"]
         L += ["    }", "", "    __aicore__ inline void Process()", "    {",
               "        for (uint32_t task = GetBlockIdx(); task < tl.tasks; task += GetBlockNum()) {",
               "            SetTask(task);", "            CopyIn();", "            Compute();",
@@ -333,7 +333,7 @@ class _Emit:
         L += [f"        LocalTensor<{self.ct(b)}> {b} = q_{b}.AllocTensor<{self.ct(b)}>();"
               for b in self.outs]
         L += [f"        LocalTensor<{self.ct(b)}> {b} = b_{b}.Get<{self.ct(b)}>();" for b in self.temps]
-        if self.red_cols:
+        if self.scratch:
             L += ["        LocalTensor<float> work = b_work.Get<float>();",
                   "        LocalTensor<float> red = b_red.Get<float>();"]
         vec = [i for i in p.body if i.pipe == "VECTOR" and not type(i).__name__.endswith("Flag")]
@@ -353,7 +353,7 @@ class _Emit:
         L += [f"    TQue<QuePosition::VECIN, 2> q_{b};" for b in self.ins]
         L += [f"    TQue<QuePosition::VECOUT, 2> q_{b};" for b in self.outs]
         L += [f"    TBuf<TPosition::VECCALC> b_{b};" for b in self.temps + sorted(self.index_bufs)]
-        if self.red_cols:
+        if self.scratch:
             L += ["    TBuf<TPosition::VECCALC> b_work;", "    TBuf<TPosition::VECCALC> b_red;"]
         L += [f"    GlobalTensor<{_CT[p.tensors[t]]}> gm_{t};" for t in tensors]
         L += [f"    {st} tl;"] + [f"    int64_t pid{i} = 0;" for i in range(n)]

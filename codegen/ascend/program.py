@@ -62,12 +62,6 @@ class GmTile:
 class Instr:
     pipe: str
 
-    def reads(self) -> tuple[Ref, ...]:
-        return ()
-
-    def writes(self) -> tuple[Ref, ...]:
-        return ()
-
 
 @dataclass(frozen=True)
 class CopyGmToL1(Instr):
@@ -76,9 +70,6 @@ class CopyGmToL1(Instr):
     src: GmTile = None
     dst: Ref = None
     pipe: str = "MTE2"
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"MTE2    copy_gm_to_l1 {self.src} -> {self.dst} (ND->NZ, valid rows only)"
@@ -91,12 +82,6 @@ class LoadL0(Instr):
     dst: Ref = None
     transpose: bool = False
     pipe: str = "MTE1"
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"MTE1    load_l0 {self.src} -> {self.dst}{' (transpose)' if self.transpose else ''}"
@@ -111,12 +96,6 @@ class Mmad(Instr):
     init: str = "first"             # "first": overwrite on iteration 0, accumulate after
     pipe: str = "CUBE"
 
-    def reads(self):
-        return (self.a, self.b)
-
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"CUBE    mmad {self.dst} (+)= {self.a} @ {self.b} (init={self.init})"
 
@@ -128,9 +107,6 @@ class FixPipe(Instr):
     dst: GmTile = None
     dtype: str = "f16"
     pipe: str = "FIXPIPE"
-
-    def reads(self):
-        return (self.src,)
 
     def __str__(self):
         return f"FIXPIPE fixpipe {self.src} -> {self.dst} (cast {self.dtype}, valid rows only)"

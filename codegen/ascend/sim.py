@@ -8,7 +8,9 @@ FixPipe casts and writes only the rows/cols inside the output.
 Synchronisation: every buffer access is checked against flag state. A pipe may read a slot
 another pipe wrote only after a WaitFlag whose SetFlag the writer issued after that write
 (RAW), and may overwrite a slot another pipe read or wrote only after such a hand-over (WAR,
-WAW). Violations and WaitFlags with no SetFlag raise SyncError.
+WAW). As on the hardware (pipes are in-order queues), a WaitFlag covers everything the source
+pipe did before the matching SetFlag, whatever event earlier accesses were released under.
+Violations and WaitFlags with no SetFlag raise SyncError.
 
 Timing: each pipe is an in-order queue. An instruction costs bytes / pipe rate (MTE2, MTE1,
 FIXPIPE) or MACs / Cube rate (full on-chip tiles: virtual padding still computes whole
@@ -33,7 +35,7 @@ from codegen.launch import bind
 from tilec import targets as T
 from tilec.ir import dtypes as D
 
-from .lower import check_legality
+from .gemm import check_legality
 from .program import (PIPES, CopyGmToL1, FixPipe, LoadL0, Mmad, Program, Ref, SetFlag,
                       WaitFlag)
 
@@ -95,12 +97,13 @@ def from_nz_b(x):
 
 
 class _Slot:
-    __slots__ = ("data", "layout", "writer", "can_read", "can_write", "readers")
+    __slots__ = ("data", "layout", "writer", "wseq", "can_read", "can_write", "readers")
 
     def __init__(self):
         self.data = None
         self.layout = None
         self.writer = None
+        self.wseq = 0                 # Machine.seq of the write
         self.can_read: set = set()
         self.can_write: set = set(PIPES)
         self.readers: set = set()
@@ -112,9 +115,9 @@ class Machine:
     def __init__(self, prog: Program, tgt, tensors: dict, env: dict, stats: Stats):
         self.p, self.t, self.tensors, self.env, self.stats = prog, tgt, tensors, env, stats
         self.slots = {(b.name, i): _Slot() for b in prog.buffers.values() for i in range(b.count)}
-        self.flags: dict = {}                       # (src, dst, ev) -> list of (time, grants)
-        self.log = {p: [] for p in PIPES}           # accesses since the last SetFlag per (src,dst)
-        self.mark: dict = {}
+        self.flags: dict = {}                       # (src, dst, ev) -> list of (time, seq)
+        self.seq = 0                                # access counter: orders accesses and sets
+        self.acc: dict = {}                         # (buf, slot) -> {pipe: seq of last access}
         self.clock = {p: 0 for p in PIPES}
 
     # -- sync ----------------------------------------------------------------------------------
@@ -134,7 +137,8 @@ class Machine:
         s.readers.add(pipe)
         # WAR: once another pipe reads, nobody else may overwrite without a hand-over
         s.can_write &= {pipe}
-        self.log[pipe].append((ref, "r"))
+        self.seq += 1
+        self.acc.setdefault((ref.buf, ref.slot), {})[pipe] = self.seq
         return s
 
     def _write(self, pipe, ref, data, layout):
@@ -145,28 +149,32 @@ class Machine:
                             f"without a WaitFlag handing it over")
         s.data, s.layout, s.writer = data, layout, pipe
         s.can_read, s.can_write, s.readers = set(), {pipe}, set()
-        self.log[pipe].append((ref, "w"))
+        self.seq += 1
+        s.wseq = self.seq
+        self.acc[(ref.buf, ref.slot)] = {pipe: self.seq}     # a write ends earlier uses
 
     def set_flag(self, ins: SetFlag):
-        key = (ins.src, ins.dst)
-        start = self.mark.get(key, 0)
-        grants = list(self.log[ins.src][start:])
-        self.mark[key] = len(self.log[ins.src])
         self.flags.setdefault((ins.src, ins.dst, ins.event), []).append(
-            (self.clock[ins.src], grants))
+            (self.clock[ins.src], self.seq))
 
     def wait_flag(self, ins: WaitFlag):
         q = self.flags.get((ins.src, ins.dst, ins.event))
         if not q:
             raise SyncError(f"WaitFlag({ins.src}->{ins.dst}, ev{ins.event}) has no SetFlag "
                             f"before it (the {ins.dst} pipe would hang)")
-        t, grants = q.pop(0)
+        t, upto = q.pop(0)
         self.clock[ins.dst] = max(self.clock[ins.dst], t)
-        for ref, kind in grants:
-            s = self._slot(ref)
-            if kind == "w" and s.writer == ins.src:
+        # publish the source pipe's writes made before the SetFlag, and hand back every slot
+        # whose last access by the source pipe precedes it
+        for key, acc in self.acc.items():
+            k = acc.get(ins.src)
+            if k is None:
+                continue
+            s = self.slots[key]
+            if s.writer == ins.src and s.wseq <= upto:
                 s.can_read.add(ins.dst)
-            s.can_write.add(ins.dst)
+            if k <= upto:
+                s.can_write.add(ins.dst)
 
     # -- timing --------------------------------------------------------------------------------
     def _cost(self, pipe, cycles, nbytes=0):
@@ -337,9 +345,9 @@ def simulate_aiv(prog, tensors: dict, dims: dict, scalars: dict, grid: tuple,
     ping-pong slots, so MTE2 of task j+1 overlaps Vector of task j in the timing."""
     from itertools import product
 
-    from .vector import check_ub
+    from .vector import check_ub, reduce_scratch
     tgt = T.get(target) if isinstance(target, str) else target
-    check_ub(prog.buffers.values(), tgt, prog.kernel)
+    check_ub(prog.buffers.values(), tgt, prog.kernel, reduce_scratch(prog.body, prog.buffers))
     tasks = list(product(*(range(g) for g in grid)))
     st = Stats(tgt.name, len(tasks), min(len(tasks), tgt.aiv_cores))
     base = {**dims, **scalars}

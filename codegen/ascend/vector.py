@@ -21,8 +21,8 @@ GM addressing: ``GmView(tensor, index)``; index has one ``(offset, extent)`` per
 offset an int or an environment name, extent an int, or None for a single (dropped) index.
 At most two dims keep an extent; the UB tile is their (rows, cols) ((1, n) if only one).
 
-Instructions (frozen dataclasses: ``pipe``, ``reads()``, ``writes()``, ``__str__``, and
-``execute(m) -> (cycles, bytes)`` on an execution context ``m``, see ``Context``):
+Instructions (frozen dataclasses: ``pipe``, ``__str__``, and ``execute(m) -> (cycles, bytes)``
+on an execution context ``m``, see ``Context``, whose read/write check every slot access):
     SOp(dst, op, a, b)                    S: scalar arithmetic on ints/floats into env[dst]
                                           (add sub mul floordiv div min max f32); free of cost
     CopyGmToUb(src, dst, pad=0)           MTE2: GM (ND) -> UB; only the part of the view
@@ -63,7 +63,7 @@ import numpy as np
 from tilec.ir import dtypes as D
 from tilec.ir import semantics as S
 
-from .lower import AscendLegalityError
+from .errors import AscendLegalityError
 from .program import Buffer, Instr, Ref
 
 VECTOR_PIPES = ("S", "MTE2", "VECTOR", "MTE3")
@@ -100,16 +100,6 @@ class Scalar:
 
 
 Operand = Union[Ref, Bcast, Scalar]
-
-
-def _refs(*ops) -> tuple[Ref, ...]:
-    out = []
-    for o in ops:
-        if isinstance(o, Ref):
-            out.append(o)
-        elif isinstance(o, Bcast):
-            out.append(o.ref)
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -214,9 +204,6 @@ class CopyGmToUb(Instr):
     pad: float = 0.0
     pipe: str = "MTE2"
 
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"MTE2    copy_gm_to_ub {self.src} -> {self.dst} (valid part only, pad {self.pad})"
 
@@ -245,12 +232,6 @@ class CopyGmToUbGather(Instr):
     dst: Ref = None
     count: Union[int, str] = None   # rows of dst that are real (the rest stay zero)
     pipe: str = "MTE2"
-
-    def reads(self):
-        return (self.index,)
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         c0, nc = self.cols
@@ -281,9 +262,6 @@ class CopyUbToGm(Instr):
     src: Ref = None
     dst: GmView = None
     pipe: str = "MTE3"
-
-    def reads(self):
-        return (self.src,)
 
     def __str__(self):
         return f"MTE3    copy_ub_to_gm {self.src} -> {self.dst} (valid part only)"
@@ -317,12 +295,6 @@ class VBinary(Instr):
         if self.op not in BINARY:
             raise ValueError(f"unknown vector binary op {self.op}")
 
-    def reads(self):
-        return _refs(self.a, self.b)
-
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"VECTOR  {self.op} {self.dst} = {self.a}, {self.b}"
 
@@ -346,12 +318,6 @@ class VUnary(Instr):
     def __post_init__(self):
         if self.op not in UNARY:
             raise ValueError(f"unknown vector unary op {self.op}")
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"VECTOR  {self.op} {self.dst} = {self.src}"
@@ -377,12 +343,6 @@ class VCast(Instr):
     src: Ref = None
     pipe: str = "VECTOR"
 
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"VECTOR  cast {self.dst} = {self.src}"
 
@@ -399,12 +359,6 @@ class VReduce(Instr):
     dst: Ref = None
     src: Ref = None
     pipe: str = "VECTOR"
-
-    def reads(self):
-        return (self.src,)
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"VECTOR  reduce_{self.kind} {self.dst} = rows of {self.src}"
@@ -429,12 +383,6 @@ class VCompare(Instr):
     b: Operand = None
     pipe: str = "VECTOR"
 
-    def reads(self):
-        return _refs(self.a, self.b)
-
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"VECTOR  compare_{self.pred} {self.dst} = {self.a}, {self.b}"
 
@@ -455,12 +403,6 @@ class VSelect(Instr):
     b: Operand = None
     pipe: str = "VECTOR"
 
-    def reads(self):
-        return _refs(self.mask, self.a, self.b)
-
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"VECTOR  select {self.dst} = {self.mask} ? {self.a} : {self.b}"
 
@@ -479,9 +421,6 @@ class VDup(Instr):
     dst: Ref = None
     value: Scalar = None
     pipe: str = "VECTOR"
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"VECTOR  dup {self.dst} = {self.value}"
@@ -517,9 +456,32 @@ def ub_slot_bytes(b: Buffer) -> int:
     return -(-b.bytes // UB_BLOCK) * UB_BLOCK
 
 
-def check_ub(buffers, tgt, kernel: str = "") -> int:
-    """Alignment and capacity of the UB buffers; returns the UB bytes used (all slots)."""
-    used = 0
+REDUCE_RESULT_BYTES = UB_BLOCK     # the emitted reductions' one-value result tile
+
+
+def reduce_work_bytes(cols: int, kind: str) -> int:
+    """Minimum work buffer of Ascend C's ``ReduceSum`` / ``ReduceMax`` over ``cols`` f32
+    elements (count form, no index), per the Ascend C API reference: the first round writes
+    one value per 256-byte repeat (ReduceMax also an index), rounded up to a 32-byte block;
+    later rounds reuse that space."""
+    per_block, per_repeat = UB_BLOCK // 4, 256 // 4
+    outs = -(-cols // per_repeat) * (2 if kind == "max" else 1)
+    return -(-outs // per_block) * per_block * 4
+
+
+def reduce_scratch(instrs, buffers: dict) -> dict:
+    """The UB the emitted reductions need beside the program's buffers: one work buffer shared
+    by every VReduce (sized for the widest) and the result tile; {} without reductions."""
+    work = [reduce_work_bytes(buffers[i.src.buf].shape[1], i.kind)
+            for i in instrs if isinstance(i, VReduce)]
+    return {"work": max(work), "red": REDUCE_RESULT_BYTES} if work else {}
+
+
+def check_ub(buffers, tgt, kernel: str = "", scratch: dict | None = None) -> int:
+    """Alignment and capacity of the UB buffers plus ``scratch`` (name -> bytes of buffers the
+    emitted code allocates beside them, e.g. reduce_scratch); returns the UB bytes used."""
+    scratch = scratch or {}
+    used = sum(scratch.values())
     where = f"{kernel}: " if kernel else ""
     for b in buffers:
         if b.space != "UB":
@@ -536,7 +498,9 @@ def check_ub(buffers, tgt, kernel: str = "") -> int:
         raise UbLegalityError(
             f"{where}UB buffers need {used} bytes but only {cap} bytes are available per AIV on "
             f"{tgt.name} (largest: '{big.name}' {big.dtype}[{big.shape[0]},{big.shape[1]}] "
-            f"x{big.count} = {ub_slot_bytes(big) * big.count} bytes)")
+            f"x{big.count} = {ub_slot_bytes(big) * big.count} bytes"
+            + ("; plus " + ", ".join(f"'{n}' {v} bytes" for n, v in scratch.items())
+               if scratch else "") + ")")
     return used
 
 
@@ -586,9 +550,6 @@ class VArange(Instr):
     div: int = 1
     pipe: str = "VECTOR"
 
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"VECTOR  arange {self.dst} = {self.start} + ({self.offset} + idx) // {self.div}"
 
@@ -612,12 +573,6 @@ class VQKRows(Instr):
     k: Ref = None
     rows: object = None
     pipe: str = "VECTOR"
-
-    def reads(self):
-        return (self.q, self.k)
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"VECTOR  qk_rows {self.dst} = {self.q} @ {self.k}^T (first {self.rows} rows)"

@@ -182,3 +182,44 @@ def test_compare_select_full_lower_and_match_reference():
     np.testing.assert_array_equal(y, np.where(X < -1, -1, np.where(X > 0.5, X, 2 * X)))
     text = lower(k).dump()
     assert "compare_gt" in text and "select" in text and "dup" in text
+
+
+def test_no_exported_name_is_also_a_submodule():
+    # a package attribute that is a function here and a module under ``import a.b as m`` is
+    # a trap: every name codegen.ascend exports means one thing
+    import importlib
+    import pkgutil
+
+    import codegen.ascend as A
+    subs = {m.name for m in pkgutil.iter_modules(A.__path__)}
+    assert not [n for n in A.__all__ if n in subs]
+    assert A.lower is importlib.import_module("codegen.ascend.dispatch").lower
+    assert A.lower_gemm is importlib.import_module("codegen.ascend.gemm").lower_gemm
+
+
+def _reduce_work_rule(cols, kind):
+    # Ascend C ReduceSum/ReduceMax (count form, f32, no index): the first round writes one
+    # value per 256-byte repeat (ReduceMax: value and index), rounded up to a 32-byte block
+    per_repeat = 2 if kind == "max" else 1
+    return -(-(per_repeat * -(-cols // 64)) // 8) * 8 * 4
+
+
+def test_ub_check_counts_the_reduction_work_buffers():
+    from dataclasses import replace as dreplace
+
+    from codegen.ascend.vector import VReduce, ub_slot_bytes
+    from tilec import targets as T
+    k = spec("rmsnorm", DT="f16", BM=4, BN=1024)
+    prog = lower(k)
+    reds = [i for i in prog.body if isinstance(i, VReduce)]
+    assert reds                                           # rmsnorm sums each row
+    bufs = sum(ub_slot_bytes(b) * b.count for b in prog.buffers.values() if b.space == "UB")
+    work = max(_reduce_work_rule(prog.buffers[i.src.buf].shape[1], i.kind) for i in reds)
+    need = bufs + work + 32                               # + the 32-byte reduction result
+    tgt = T.get("ascend910b2")
+    with pytest.raises(AscendLegalityError) as e:        # the tiles alone would fit
+        lower(k, dreplace(tgt, ub_bytes=need - 32))
+    msg = str(e.value)
+    assert f"UB buffers need {need} bytes but only {need - 32} bytes" in msg, msg
+    assert f"'work' {work} bytes" in msg, msg
+    assert isinstance(lower(k, dreplace(tgt, ub_bytes=need)), AivProgram)

@@ -51,3 +51,30 @@ def test_tiles_cli_prints_choice_and_rejections():
     r = CliRunner().invoke(main, ["tiles", "--target", "ascend910b2", "--kernel", "smooth_gemm",
                                   "--shape", "16,64"])
     assert r.exit_code == 1 and "is not M,N,K" in r.output
+
+
+def test_attention_report_choice_is_fastest_and_others_say_why():
+    from tilec.tiles import attention_report
+    text, c = attention_report("verify", "ascend910b2", group=4, head_dim=64, context=64,
+                               bm_candidates=(16, 128), bn_candidates=(32, 128))
+    assert (c.BM, c.BN) in {(16, 32), (16, 128), (128, 32)}
+    lost = text.split("other candidates and why they lost:\n")[1].splitlines()
+    assert len(lost) == 3                      # every other candidate, once
+    slower = [l for l in lost if "slower:" in l]
+    assert slower and all(int(l.split("slower: ")[1].split()[0]) > c.cycles for l in slower)
+    assert any("illegal:" in l and "BM=128" in l and "BN=128" in l and "bytes" in l for l in lost)
+    assert f"choice: BM={c.BM} BN={c.BN}: {c.pipeline} pipeline" in text and "MODELLED" in text
+
+
+def test_tiles_cli_meta_attention_stage():
+    r = CliRunner().invoke(main, ["tiles", "-t", "ascend910b2", "-k", "meta_attention", "--stage", "decode",
+                                  "--context", "64", "-D", "64"])
+    assert r.exit_code == 0, r.output
+    assert "meta_attention decode on ascend910b2" in r.output and "at context 64" in r.output
+    assert "choice: BM=" in r.output and " us) for " in r.output and "why they lost" in r.output
+    r = CliRunner().invoke(main, ["tiles", "-t", "ascend910b2", "-k", "meta_attention"])
+    assert r.exit_code == 1 and "needs --stage" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["tiles", "-t", "ascend910b2", "-k", "smooth_gemm_t"])
+    assert r.exit_code == 1 and "needs --shape M,N,K" in r.output
+    r = CliRunner().invoke(main, ["tiles", "-t", "cpu", "-k", "meta_attention", "--stage", "decode"])
+    assert r.exit_code == 1 and "not an Ascend target" in r.output

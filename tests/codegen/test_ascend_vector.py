@@ -165,3 +165,36 @@ def test_ub_legality_messages():
         check_ub([ub("big", 256, 128, count=2), ub("c", 8, 8)], tgt, "k")
     msg = str(e.value)
     assert "262400 bytes" in msg and "196608 bytes" in msg and "'big'" in msg
+
+
+def test_one_pipe_releasing_two_buffers_under_two_events():
+    # VECTOR reads x then y, then releases them to MTE2 under ev0 and ev1. On the hardware a
+    # WaitFlag covers everything the source pipe did before its SetFlag, so waiting ev1 alone
+    # hands y (and x) back; MTE2 may then refill y before it waits ev0.
+    X = np.ones((1, 8), np.float32)
+    bufs = [ub("x", 1, 8), ub("y", 1, 8), ub("o", 1, 8)]
+    cx = CopyGmToUb(src=GmView("X", ((0, 1), (0, 8))), dst=Ref("x"))
+    cy = CopyGmToUb(src=GmView("X", ((0, 1), (0, 8))), dst=Ref("y"))
+    head = [cx, cy] + hand("MTE2", "VECTOR") + [
+        VBinary(op="add", dst=Ref("o"), a=Ref("x"), b=Ref("y")),
+        SetFlag(src="VECTOR", dst="MTE2", event=0), SetFlag(src="VECTOR", dst="MTE2", event=1)]
+    ok = head + [WaitFlag(src="VECTOR", dst="MTE2", event=1), cy,
+                 WaitFlag(src="VECTOR", dst="MTE2", event=0), cx]
+    m, _ = run_instrs(bufs, ok, {"X": X})
+    np.testing.assert_array_equal(m.slots[("o", 0)].data, 2 * X)
+    # dropping both waits must still be caught (the waits are what hand the buffers back)
+    bad = head + [cy]
+    with pytest.raises(SyncError, match="MTE2 overwrites y\\[0\\] used by VECTOR"):
+        run_instrs(bufs, bad, {"X": X})
+
+
+def test_a_wait_does_not_cover_accesses_after_its_set():
+    X = np.ones((1, 8), np.float32)
+    bufs = [ub("x", 1, 8), ub("o", 1, 8)]
+    cx = CopyGmToUb(src=GmView("X", ((0, 1), (0, 8))), dst=Ref("x"))
+    bad = [cx] + hand("MTE2", "VECTOR") + [
+        SetFlag(src="VECTOR", dst="MTE2", event=0),
+        VUnary(op="exp", dst=Ref("o"), src=Ref("x")),          # read after the set
+        WaitFlag(src="VECTOR", dst="MTE2", event=0), cx]
+    with pytest.raises(SyncError, match="MTE2 overwrites x\\[0\\] used by VECTOR"):
+        run_instrs(bufs, bad, {"X": X})

@@ -124,14 +124,56 @@ def test_compile_a_source_file_with_defines(tmp_path):
     assert set(e["files"]) == {"kernel.ir", "meta.json"}
 
 
-def test_ascend_is_skipped_and_unknown_target_is_an_error(tmp_path):
+def _not_on_ascend(kernel: str, target: str) -> set:
+    """Library variants whose Ascend emission raises NOT_APPLICABLE (asked directly)."""
+    from codegen.ascend import NOT_APPLICABLE, emit
+    from tilec.selftest import specialise
+    out = set()
+    for name, b in library_variants([kernel]):
+        try:
+            emit(specialise(name, **b), target)
+        except NOT_APPLICABLE:
+            out.add(tuple(sorted(b.items())))
+    return out
+
+
+def test_ascend_targets_compile_and_illegal_variants_are_skipped(tmp_path):
     out = tmp_path / "art"
-    r = run("compile", "--kernel", "rmsnorm", "--target", "ascend910b2,cpu", "--out", out, "-j", "1")
+    r = run("compile", "--kernel", "rmsnorm", "--target", "ascend910b2,ascend910b4,cpu", "--out", out, "-j", "1")
     assert r.exit_code == 0, r.output
-    assert "ascend backend not built yet, skipping" in r.stderr
-    assert {e["target"] for e in entries(out).values()} == {"cpu"}
+    es = entries(out).values()
+    assert {e["target"] for e in es} == {"cpu", "ascend910b2", "ascend910b4"}
+    m = C.read_manifest(out)
+    for tgt in ("ascend910b2", "ascend910b4"):
+        got = [e for e in es if e["target"] == tgt]
+        assert all(e["backend"] == "ascend" and {"rmsnorm.cpp", "rmsnorm_tiling.h", "main.cpp", "program.txt"}
+                   <= set(e["files"]) for e in got)
+        skipped = [s for s in m.get("skipped", {}).values() if s["target"] == tgt]
+        want = _not_on_ascend("rmsnorm", tgt)
+        assert want, "expected some rmsnorm variant not to fit the AIV's UB"
+        assert {tuple(sorted(s["binding"].items())) for s in skipped} == want
+        assert len(got) + len(skipped) == N_RMSNORM
+        for s in skipped:     # one line, naming the buffer budget it broke
+            assert "\n" not in s["reason"] and "bytes" in s["reason"], s["reason"]
+            assert f"skipped: rmsnorm {' '.join(f'{k}={v}' for k, v in sorted(s['binding'].items()))} " \
+                   f"on {tgt}: {s['reason']}" in r.stderr
+    assert f"skipped {len(m['skipped'])} " in r.stdout
+    assert run("verify", out).exit_code == 0
+    ls = run("ls", out)
+    assert ls.exit_code == 0 and f"{len(m['skipped'])} skipped" in ls.stdout
+    assert next(iter(m["skipped"].values()))["reason"] in ls.stdout
+    # nothing changed: every entry is a hit, the skipped ones are tried (and skipped) again
+    r2 = run("compile", "--kernel", "rmsnorm", "--target", "ascend910b2,ascend910b4,cpu", "--out", out, "-j", "1")
+    assert r2.exit_code == 0 and "compiled 0, cache hits" in r2.stdout, r2.output
+    assert C.read_manifest(out)["skipped"] == m["skipped"]
+
+
+def test_unknown_target_is_an_error(tmp_path):
+    out = tmp_path / "art"
     assert_clean_error(run("compile", "--target", "tpu9", "--out", out), "unknown target", "tpu9")
     assert_clean_error(run("compile", "--kernel", "nope", "--target", "cpu", "--out", out), "nope")
+    assert_clean_error(run("compile", "-k", "rmsnorm", "-t", "cpu", "-b", "ascend", "--out", out),
+                       "backend 'ascend' does not build for target cpu")
 
 
 def test_codegen_output_is_stored_and_ir_only_entries_are_upgraded(tmp_path, monkeypatch):

@@ -19,17 +19,22 @@ def test_demo_runs_and_checks(tmp_path):
     ok = run_demo(tmp_path / "arts", layers=2, budget=1, **kw)
     text = "\n".join(lines)
     assert ok, text
-    assert "compiled 6, cache hits 0, failed 0" in text and "verify: ok" in text
+    assert "compiled 12, cache hits 0, failed 0 (12 variants: cpu 6, ascend910b2 6)" in text
+    assert "verify: ok" in text
     assert "gemm selection: tuned" in text
     assert "one plan served 2 layers; meta_attention variants loaded so far: 1" in text
     assert text.count("  ok") == 2 and "FAIL" not in text
     assert "balance (max/mean core load)" in text and "meta_attention BM=48" in text
-    sim = next(x for x in lines if x.startswith("   ascend-sim"))
-    assert "MODELLED" in sim or "not lowered for ascend-sim yet" in sim
+    # the Ascend part runs through the same directory opened for ascend-sim
+    assert "backend='ascend', target='ascend910b2', launcher='ascend-sim', 6 entries" in text
+    sim = [x for x in lines if x.startswith("   ascend-sim")]
+    assert len(sim) == 2 and all("MODELLED" in x and "max |err| vs oracle" in x for x in sim), sim
+    assert "attention meta_attention BM=48" in sim[0] and "qkv 960x576 (M=" in sim[1]
     # a second compile of the same directory is all cache hits
     from tilec import cache
-    st = cache.compile_jobs(cache.library_jobs([("cpu", "cpu")], variants_path=spaces), tmp_path / "arts")
-    assert (st.compiled, st.hits) == (0, 6)
+    st = cache.compile_jobs(cache.library_jobs([("cpu", "cpu"), ("ascend910b2", "ascend")],
+                                               variants_path=spaces), tmp_path / "arts")
+    assert (st.compiled, st.hits) == (0, 12)
 
 
 def test_demo_cli_error_is_one_line(tmp_path):

@@ -23,7 +23,7 @@ from ..vector import (Bcast, Scalar, VArange, VBinary, VCast, VCompare, VDup, VQ
 from .isa import (CopyKvToL1, CopyKvToUb, CopyQToL1, CopyQToUb, CopyTreeToUb, CopyUbToWs,
                   CopyWsToL1, CopyWsToUb, CrossCoreSetFlag, CrossCoreWaitFlag, CubeMmad,
                   FixPipeToWs, StoreORows, TaskScalars)
-from .lower import FLAG_NAMES
+from .lower import FLAG_NAMES, REDUCE_WORK_FLOATS, aiv_work_bytes
 
 _CT = {"f16": "half", "bf16": "bfloat16_t", "f32": "float", "i32": "int32_t", "bool": "uint8_t"}
 _PIPE = {"MTE2": "MTE2", "MTE1": "MTE1", "CUBE": "M", "FIXPIPE": "FIX", "VECTOR": "V",
@@ -249,7 +249,7 @@ rowsValid = Min(curH, qRows * G > part * curH ? qRows * G - part * curH : 0u);
 AivTask{x}();{chr(10) + f'AivQLoad{x}();' if two else ''}
 for (uint32_t c = 0; c < nChunks; ++c) {{  // softmax(c), then combine(c-1) while the Cube does SV(c)
     c0 = c * W;
-    AivSmLoad{x}();
+    {f'if (rowsValid > 0) {{ AivSmLoad{x}(); }} else {{ AivSmSkip{x}(); }}' if two else f'AivSmLoad{x}();'}
     if (isTree) {{ AivTreeLoad{x}(); }}
     AivMask{x}();
     if (isTree) {{ AivTreeMask{x}(); }}
@@ -409,7 +409,7 @@ public:
         }}
         if ASCEND_IS_AIV {{
 {aiv_init}
-            pipe.InitBuffer(workBuf, 1024);
+            pipe.InitBuffer(workBuf, {aiv_work_bytes(prog)});
         }}
     }}
 
@@ -640,8 +640,8 @@ private:
                                           const LocalTensor<{T}> &k, uint32_t rows)
     {{
         // 2-stage: S[r, j] = sum_d q[r, d] * k[j, d] on the vector unit, valid rows only
-        LocalTensor<float> qf = work[256];
-        LocalTensor<float> kf = work[256 + D];
+        LocalTensor<float> qf = work[{REDUCE_WORK_FLOATS}];
+        LocalTensor<float> kf = work[{REDUCE_WORK_FLOATS} + D];
         for (uint32_t r = 0; r < rows; ++r) {{
             Cast(qf, q[r * D], RoundMode::CAST_NONE, D);
             for (uint32_t j = 0; j < W; ++j) {{

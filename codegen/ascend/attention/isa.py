@@ -1,8 +1,8 @@
 """Attention-specific instructions of the AI-core group (one AIC + two AIVs).
 
-Each instruction is a frozen dataclass with ``pipe``, ``reads()``/``writes()`` (on-chip slots),
-``__str__`` and ``execute(m) -> (cycles, bytes)`` run by ``sim.Machine`` (B's per-core
-machine, which checks every on-chip access against the intra-core flags). GM workspace
+Each instruction is a frozen dataclass with ``pipe``, ``__str__`` and
+``execute(m) -> (cycles, bytes)`` run by ``sim.Machine`` (the per-core machine, which checks
+every on-chip access against the intra-core flags). GM workspace
 accesses go through ``m.group.ws`` (see sim.py), which checks them against the cross-core
 flags. Tile rows follow the task ABI: row r of a task is query token Q_START + r // G with
 query head KV_HEAD * G + r % G; an AIV owns rows [part * H, part * H + H), H = BM / 2.
@@ -97,9 +97,6 @@ class CopyQToL1(Instr):
     dst: Ref = None
     pipe: str = "MTE2"
 
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"MTE2    copy_q_to_l1 Q[q_start+r/G, kvh*G+r%G, :] -> {self.dst} (ND->NZ, valid rows)"
 
@@ -124,9 +121,6 @@ class CopyKvToL1(Instr):
     j0: str = "n0"
     pipe: str = "MTE2"
 
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"MTE2    gather_kv_to_l1 {self.cache}[BT[seq, j/BS], j%BS, kvh, :] j={self.j0}.. -> {self.dst}"
 
@@ -146,9 +140,6 @@ class CopyWsToL1(Instr):
     col0: str = "b0"
     dst: Ref = None
     pipe: str = "MTE2"
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"MTE2    copy_ws_to_l1 {self.ws}[{self.slot}][:, {self.col0}:+BN] -> {self.dst} (ND->NZ)"
@@ -170,12 +161,6 @@ class CubeMmad(Instr):
     dst: Ref = None
     acc_var: str | None = None
     pipe: str = "CUBE"
-
-    def reads(self):
-        return (self.a, self.b)
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         acc = f" (+= when {self.acc_var} > 0)" if self.acc_var else ""
@@ -205,9 +190,6 @@ class FixPipeToWs(Instr):
     col0: str | None = None
     pipe: str = "FIXPIPE"
 
-    def reads(self):
-        return (self.src,)
-
     def __str__(self):
         at = f"[:, {self.col0}:+{'BN'}]" if self.col0 else ""
         return f"FIXPIPE fixpipe {self.src} -> {self.ws}[{self.slot}]{at} (f32, ND)"
@@ -229,9 +211,6 @@ class CopyWsToUb(Instr):
     dst: Ref = None
     pipe: str = "MTE2"
 
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"MTE2    copy_ws_to_ub {self.ws}[{self.slot}] rows of AIV{self.part} -> {self.dst}"
 
@@ -251,9 +230,6 @@ class CopyUbToWs(Instr):
     part: int = 0
     pipe: str = "MTE3"
 
-    def reads(self):
-        return (self.src,)
-
     def __str__(self):
         return f"MTE3    copy_ub_to_ws {self.src} -> {self.ws}[{self.slot}] rows of AIV{self.part}"
 
@@ -269,9 +245,6 @@ class CopyQToUb(Instr):
     dst: Ref = None
     part: int = 0
     pipe: str = "MTE2"
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"MTE2    copy_q_to_ub Q rows of AIV{self.part} -> {self.dst} (valid rows)"
@@ -295,9 +268,6 @@ class CopyKvToUb(Instr):
     j0: str = "c0"
     pipe: str = "MTE2"
 
-    def writes(self):
-        return (self.dst,)
-
     def __str__(self):
         return f"MTE2    gather_kv_to_ub {self.cache}[BT[seq, j/BS], j%BS, kvh, :] j={self.j0}.. -> {self.dst}"
 
@@ -317,9 +287,6 @@ class CopyTreeToUb(Instr):
     part: int = 0
     j0: str = "c0"
     pipe: str = "MTE2"
-
-    def writes(self):
-        return (self.dst,)
 
     def __str__(self):
         return f"MTE2    copy_tree_rows TREE[tree_off + (pos-spec_base)*spec + j-spec_base] -> {self.dst}"
@@ -355,9 +322,6 @@ class StoreORows(Instr):
     src: Ref = None
     part: int = 0
     pipe: str = "MTE3"
-
-    def reads(self):
-        return (self.src,)
 
     def __str__(self):
         return f"MTE3    store_rows {self.src} -> O[q_start+r/G, kvh*G+r%G, :] (valid rows of AIV{self.part})"

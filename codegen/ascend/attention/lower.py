@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from tilec import targets as T
 from tilec.ir import dtypes as D
 
-from ..lower import AscendLegalityError, AscendLoweringError, check_legality
+from ..errors import AscendLegalityError, AscendLoweringError
+from ..gemm import check_legality
 from ..program import Buffer, LoadL0, Ref, SetFlag, WaitFlag
 from ..vector import (Bcast, Scalar, UbLegalityError, VArange, VBinary, VCast, VCompare, VDup,
-                      VQKRows, VReduce, VSelect, VUnary, check_ub)
+                      VQKRows, VReduce, VSelect, VUnary, check_ub, reduce_work_bytes)
 from .isa import (CopyKvToL1, CopyKvToUb, CopyQToL1, CopyQToUb, CopyTreeToUb, CopyUbToWs,
                   CopyWsToL1, CopyWsToUb, CrossCoreSetFlag, CrossCoreWaitFlag, CubeMmad,
                   FixPipeToWs, StoreORows, TaskScalars)
@@ -125,6 +126,13 @@ def _aic_buffers(t, pipeline):
     return b
 
 
+def _drain(prologue) -> list:
+    """The epilogue's WaitFlags: one per SetFlag the prologue pre-issues (a pipe starts out
+    owning the slots it is handed this way), in the same order, so every set is consumed."""
+    return [WaitFlag(src=i.src, dst=i.dst, event=i.event) for i in prologue
+            if isinstance(i, SetFlag)]
+
+
 def _aic_phases(pipeline):
     qk = pipeline != "2-stage"
     pro = [SetFlag(src="MTE1", dst="MTE2", event=e) for e in (2, 3)]
@@ -191,14 +199,8 @@ def _aic_phases(pipeline):
         SetFlag(src="FIXPIPE", dst="CUBE", event=5),
         CrossCoreSetFlag(flag=O_READY, pipe="FIXPIPE"),
     ]
-    epi = [WaitFlag(src="MTE1", dst="MTE2", event=e) for e in (2, 3)]
-    epi += [WaitFlag(src="CUBE", dst="MTE1", event=e) for e in (2, 3)]
-    epi += [WaitFlag(src="FIXPIPE", dst="CUBE", event=5)]
-    epi += [CrossCoreWaitFlag(flag=O_FREE, pipe="FIXPIPE")] * 2
+    epi = _drain(pro) + [CrossCoreWaitFlag(flag=O_FREE, pipe="FIXPIPE")] * 2
     if qk:
-        epi += [WaitFlag(src="MTE1", dst="MTE2", event=e) for e in (0, 1, 4)]
-        epi += [WaitFlag(src="CUBE", dst="MTE1", event=e) for e in (0, 1, 4)]
-        epi += [WaitFlag(src="FIXPIPE", dst="CUBE", event=e) for e in (0, 1)]
         epi += [CrossCoreWaitFlag(flag=S_FREE, pipe="FIXPIPE")] * 2
     ph["epilogue"] = epi
     return ph
@@ -258,6 +260,10 @@ def _aiv_phases(pipeline, part, G, H):
                      SetFlag(src="MTE2", dst="VECTOR", event=4),
                      WaitFlag(src="MTE2", dst="VECTOR", event=4)]
         tree_free = SetFlag(src="VECTOR", dst="MTE2", event=4)
+        # an AIV whose half-tile holds no valid query row (a decode tile's upper half) loads no
+        # K: the masks zero its P anyway; the wait keeps the slot's flag pairing balanced
+        ph["sm_skip"] = [WaitFlag(src="VECTOR", dst="MTE2", event=p),
+                         VDup(dst=s, value=Scalar(0.0))]
     else:
         load = [CrossCoreWaitFlag(flag=S_READY, pipe="MTE2"),
                 WaitFlag(src="VECTOR", dst="MTE2", event=p),
@@ -336,19 +342,38 @@ def _aiv_phases(pipeline, part, G, H):
         StoreORows(src=Ref("OUT", 0), part=part),
         SetFlag(src="MTE3", dst="VECTOR", event=2),
     ]
-    epi = [WaitFlag(src="VECTOR", dst="MTE2", event=e) for e in (0, 1, 2, 3)]
-    epi += [WaitFlag(src="MTE3", dst="VECTOR", event=e) for e in (0, 1, 2)]
-    epi += [CrossCoreWaitFlag(flag=P_FREE, pipe="MTE3")] * 2
     if two:
         pro.append(SetFlag(src="VECTOR", dst="MTE2", event=4))
-        epi.append(WaitFlag(src="VECTOR", dst="MTE2", event=4))
-    ph["epilogue"] = epi
+    ph["epilogue"] = _drain(pro) + [CrossCoreWaitFlag(flag=P_FREE, pipe="MTE3")] * 2
     return ph
 
 
 # --- sizing, legality, choice -----------------------------------------------------------------
 def _tile(BM, BN, D_, G, dt, W):
     return dict(BM=BM, BN=BN, W=W, D=D_, G=G, H=BM // 2, dtype=dt)
+
+
+REDUCE_WORK_FLOATS = 256     # the emitted workBuf's head: ReduceMax/ReduceSum work area
+
+
+def aiv_work_bytes(prog: AttentionProgram) -> int:
+    """UB of the emitted AIV ``workBuf`` beside the program's buffers: the reductions' work
+    area, and in the 2-stage pipeline two f32 rows of D for QkRowsOnVector after it."""
+    d = prog.tile["D"]
+    return 4 * (REDUCE_WORK_FLOATS + (2 * d if prog.pipeline == "2-stage" else 0))
+
+
+def _check_reduce_work(prog: AttentionProgram) -> None:
+    # every VReduce of a tile class must fit the work area the emitted code reserves for it
+    for c in prog.tile_classes():
+        for ph in c.aiv:
+            for ins in (i for lst in ph.values() for i in lst if isinstance(i, VReduce)):
+                cols = prog.aiv_buffers[ins.src.buf].shape[1]
+                need = reduce_work_bytes(cols, ins.kind)
+                if need > 4 * REDUCE_WORK_FLOATS:
+                    raise AscendLegalityError(
+                        f"Reduce{ins.kind.capitalize()} over {cols} columns needs {need} bytes "
+                        f"of work buffer but the AIV reserves {4 * REDUCE_WORK_FLOATS}")
 
 
 def check_attention_legality(prog: AttentionProgram, tgt) -> None:
@@ -366,7 +391,9 @@ def check_attention_legality(prog: AttentionProgram, tgt) -> None:
         buffers = prog.aic_buffers
     try:
         check_legality(_Aic, tgt)
-        check_ub(list(prog.aiv_buffers.values()), tgt, prog.kernel)
+        _check_reduce_work(prog)
+        check_ub(list(prog.aiv_buffers.values()), tgt, prog.kernel,
+                 {"workBuf": aiv_work_bytes(prog)})
     except (AscendLegalityError, UbLegalityError) as e:
         raise AscendLegalityError(f"{where}{prog.pipeline} BM={t['BM']} BN={t['BN']} "
                                   f"W={t['W']}: {e}") from None

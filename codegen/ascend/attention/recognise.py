@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..lower import AscendLoweringError
+from ..errors import fail, where
 
 _RANKS = (("Q", 3), ("KC", 4), ("VC", 4), ("O", 3), ("BT", 2), ("TASKS", 2), ("TREE", 1))
 
@@ -28,15 +28,8 @@ class AttentionSpec:
     source: str            # "file:line:col" of the KV loop
 
 
-def _where(kernel, op) -> str:
-    f = kernel.source_file or "<string>"
-    loc = getattr(op, "loc", None) if op is not None else None
-    return f"{f}:{loc}" if loc is not None else f"{f}:?"
-
-
 def _fail(kernel, op, msg):
-    raise AscendLoweringError(f"{_where(kernel, op)}: error: ascend: {msg} "
-                              f"(kernel '{kernel.name}' is not lowered as Meta-Attention)")
+    fail(kernel, op, msg, f"kernel '{kernel.name}' is not lowered as Meta-Attention")
 
 
 def recognise(kernel) -> AttentionSpec:
@@ -84,4 +77,4 @@ def recognise(kernel) -> AttentionSpec:
         if op.name in ("for", "if") and op is not loop:
             _fail(kernel, op, f"nested '{op.name}' inside the KV loop is not lowered")
     return AttentionSpec(kernel.name, roles, kernel.scalars[0].hint or "scale", c["BM"], c["BN"],
-                         c["D"], c["G"], dt, _where(kernel, loop))
+                         c["D"], c["G"], dt, where(kernel, loop))

@@ -1,7 +1,7 @@
 """Run an attention program (lower.py) over a task table on CPU, one AI-core group at a time.
 
-Each group is three ``sim.Machine`` instances (B's per-core machine: numpy semantics per
-instruction, intra-core SetFlag/WaitFlag checks on every on-chip slot, per-pipe clocks):
+Each group is three ``sim.Machine`` instances (numpy semantics per instruction, intra-core
+SetFlag/WaitFlag checks on every on-chip slot with the hardware's flag rule, per-pipe clocks):
 the AIC and its two AIVs. They share a GM workspace (two slots per buffer) whose accesses are
 checked against the cross-core flags: a core may read a workspace region another core wrote
 only after a CrossCoreWaitFlag whose CrossCoreSetFlag the writer issued, on the writing pipe,
@@ -54,49 +54,6 @@ class AttentionStats:
         """Busy fraction of a pipe over all groups' time (e.g. "AIC.CUBE")."""
         total = sum(self.group_cycles)
         return self.busy.get(key, 0) / total if total else 0.0
-
-
-class GroupMachine(Machine):
-    """sim.Machine with hardware flag semantics: a WaitFlag hands over every slot access the
-    source pipe made before the matching SetFlag (Machine hands over only the accesses since
-    the previous SetFlag of the same pipe pair, which loses hand-overs when one pipe releases
-    several buffers under different events, as the attention pipelines do)."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.seq = 0
-        self.acc: dict = {}          # (buf, slot) -> {pipe: seq of its last access}
-
-    def _read(self, pipe, ref):
-        s = super()._read(pipe, ref)
-        self.seq += 1
-        self.acc.setdefault((ref.buf, ref.slot), {})[pipe] = self.seq
-        return s
-
-    def _write(self, pipe, ref, data, layout):
-        super()._write(pipe, ref, data, layout)
-        self.seq += 1
-        self.acc[(ref.buf, ref.slot)] = {pipe: self.seq}
-
-    def set_flag(self, ins):
-        self.flags.setdefault((ins.src, ins.dst, ins.event), []).append(
-            (self.clock[ins.src], self.seq))
-
-    def wait_flag(self, ins):
-        q = self.flags.get((ins.src, ins.dst, ins.event))
-        if not q:
-            raise SyncError(f"WaitFlag({ins.src}->{ins.dst}, ev{ins.event}) has no SetFlag "
-                            f"before it (the {ins.dst} pipe would hang)")
-        t, upto = q.pop(0)
-        self.clock[ins.dst] = max(self.clock[ins.dst], t)
-        for key, acc in self.acc.items():
-            k = acc.get(ins.src)
-            if k is None or k > upto:
-                continue
-            s = self.slots[key]
-            if s.writer == ins.src:
-                s.can_read.add(ins.dst)
-            s.can_write.add(ins.dst)
 
 
 class _CoreProg:
@@ -298,7 +255,7 @@ def aiv_stream(prog, part, tasks, mine):
 
         def sm(c):
             env = {"c0": c * W}
-            yield from ph("sm_load", cnt, env)
+            yield from ph("sm_skip" if two and not rows else "sm_load", cnt, env)
             if e["is_tree"]:
                 yield from ph("tree_load", cnt, env)
             yield from ph("mask", cnt, env)
@@ -340,7 +297,7 @@ def run_group(prog, tgt, tensors, scalars, tasks, mine, streams=None):
     for name in CORES:
         bufs = prog.aic_buffers if name == "AIC" else prog.aiv_buffers
         st = Stats(tgt.name, len(mine), 1)
-        m = GroupMachine(_CoreProg(prog, bufs), tgt, tensors, dict(env0), st)
+        m = Machine(_CoreProg(prog, bufs), tgt, tensors, dict(env0), st)
         m.group, m.core = _Group(ws), name
         if streams is not None:
             s = iter(streams[name])

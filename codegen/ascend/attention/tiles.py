@@ -16,7 +16,7 @@ import numpy as np
 
 from tilec import targets as T
 
-from ..lower import AscendLegalityError
+from ..errors import AscendLegalityError
 
 BM_CANDIDATES = (16, 32, 64, 128)
 BN_CANDIDATES = (32, 64, 128)

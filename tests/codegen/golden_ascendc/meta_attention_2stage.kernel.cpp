@@ -84,7 +84,7 @@ public:
         pipe.InitBuffer(outBuf, 8192);
         pipe.InitBuffer(quBuf, 8192);
         pipe.InitBuffer(kuBuf, 32768);
-            pipe.InitBuffer(workBuf, 1024);
+            pipe.InitBuffer(workBuf, 2048);
         }
     }
 
@@ -115,7 +115,7 @@ public:
             AivQLoad();
             for (uint32_t c = 0; c < nChunks; ++c) {  // softmax(c), then combine(c-1) while the Cube does SV(c)
                 c0 = c * W;
-                AivSmLoad();
+                if (rowsValid > 0) { AivSmLoad(); } else { AivSmSkip(); }
                 if (isTree) { AivTreeLoad(); }
                 AivMask();
                 if (isTree) { AivTreeMask(); }
@@ -433,12 +433,12 @@ private:
         WaitFlag<HardEvent::MTE3_V>(1);
         // VECTOR  wait_flag MTE3->VECTOR ev2
         WaitFlag<HardEvent::MTE3_V>(2);
-        // MTE3    cross_core_wait_flag(3)
-        CrossCoreWaitFlag(FLAG_P_FREE);
-        // MTE3    cross_core_wait_flag(3)
-        CrossCoreWaitFlag(FLAG_P_FREE);
         // MTE2    wait_flag VECTOR->MTE2 ev4
         WaitFlag<HardEvent::V_MTE2>(4);
+        // MTE3    cross_core_wait_flag(3)
+        CrossCoreWaitFlag(FLAG_P_FREE);
+        // MTE3    cross_core_wait_flag(3)
+        CrossCoreWaitFlag(FLAG_P_FREE);
     }
 
     // ---- tile class: 64 rows ------------------------------------------------------------
@@ -561,6 +561,14 @@ private:
     {
         // VECTOR  set_flag VECTOR->MTE2 ev2
         SetFlag<HardEvent::V_MTE2>(2);
+    }
+
+    __aicore__ inline void AivSmSkip()
+    {
+        // MTE2    wait_flag VECTOR->MTE2 ev@ch:0
+        WaitFlag<HardEvent::V_MTE2>(0 + (ch & 1));
+        // VECTOR  dup S[@ch] = 0.0
+        Duplicate(S((ch & 1)), (float)0.0f, 2048);
     }
 
     __aicore__ inline void AivSmLoad()

@@ -411,10 +411,6 @@ private:
         WaitFlag<HardEvent::M_MTE1>(3);
         // CUBE    wait_flag FIXPIPE->CUBE ev5
         WaitFlag<HardEvent::FIX_M>(5);
-        // FIXPIPE cross_core_wait_flag(5)
-        CrossCoreWaitFlag(FLAG_O_FREE);
-        // FIXPIPE cross_core_wait_flag(5)
-        CrossCoreWaitFlag(FLAG_O_FREE);
         // MTE2    wait_flag MTE1->MTE2 ev0
         WaitFlag<HardEvent::MTE1_MTE2>(0);
         // MTE2    wait_flag MTE1->MTE2 ev1
@@ -431,6 +427,10 @@ private:
         WaitFlag<HardEvent::FIX_M>(0);
         // CUBE    wait_flag FIXPIPE->CUBE ev1
         WaitFlag<HardEvent::FIX_M>(1);
+        // FIXPIPE cross_core_wait_flag(5)
+        CrossCoreWaitFlag(FLAG_O_FREE);
+        // FIXPIPE cross_core_wait_flag(5)
+        CrossCoreWaitFlag(FLAG_O_FREE);
         // FIXPIPE cross_core_wait_flag(1)
         CrossCoreWaitFlag(FLAG_S_FREE);
         // FIXPIPE cross_core_wait_flag(1)

@@ -84,7 +84,7 @@ public:
         pipe.InitBuffer(b_t_v1, 32);
         pipe.InitBuffer(b_t_ms, 32);
         pipe.InitBuffer(b_t_w, 4096);
-        pipe.InitBuffer(b_work, 4096);
+        pipe.InitBuffer(b_work, 64);
         pipe.InitBuffer(b_red, 32);
     }
 

@@ -13,26 +13,10 @@ from __future__ import annotations
 from tilec import targets as T
 from tilec.ir.core import Kernel, Op
 
+from .errors import AscendLegalityError
+from .errors import fail as _fail
 from .program import (Buffer, CopyGmToL1, FixPipe, GmTile, LoadL0, Mmad, Program, Ref,
                       SetFlag, WaitFlag)
-
-
-class AscendLoweringError(Exception):
-    """The kernel is not (yet) expressible as an Ascend program by this lowering."""
-
-
-class AscendLegalityError(Exception):
-    """The program does not fit the target: capacity or alignment."""
-
-
-def _where(kernel: Kernel, op: Op | None) -> str:
-    f = kernel.source_file or "<string>"
-    return f"{f}:{op.loc}" if op is not None and op.loc is not None else f"{f}:?"
-
-
-def _fail(kernel, op, msg):
-    raise AscendLoweringError(f"{_where(kernel, op)}: error: ascend: {msg} "
-                              f"(op '{op.name if op is not None else '?'}' in kernel '{kernel.name}')")
 
 
 def _const(v):

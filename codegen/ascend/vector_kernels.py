@@ -16,11 +16,11 @@ from __future__ import annotations
 from tilec import targets as T
 from tilec.ir.core import Kernel, Op
 
-from .lower import AscendLegalityError, AscendLoweringError
+from .errors import AscendLegalityError, AscendLoweringError, fail
 from .program import Buffer, Ref, SetFlag, WaitFlag
 from .vector import (AivProgram, Bcast, CopyGmToUb, CopyGmToUbGather, CopyUbToGm, GmView,
                      Scalar, SOp, UbLegalityError, VBinary, VCast, VCompare, VDup, VReduce,
-                     VSelect, VUnary, check_ub)
+                     VSelect, VUnary, check_ub, reduce_scratch)
 
 _BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "maximum": "max",
            "minimum": "min"}
@@ -69,11 +69,7 @@ class _Lowering:
 
     # -- errors --------------------------------------------------------------------------------
     def fail(self, op, msg):
-        f = self.k.source_file or "<string>"
-        loc = self.loc_of(op)
-        raise AscendLoweringError(f"{f}:{loc if loc is not None else '?'}: error: ascend: {msg} "
-                                  f"(op '{op.name if op is not None else '?'}' in kernel "
-                                  f"'{self.k.name}')")
+        fail(self.k, op, msg, loc=self.loc_of(op))
 
     def loc_of(self, op):
         """The op's own location, else that of the first located op using its result
@@ -462,7 +458,7 @@ def lower_vector(kernel: Kernel, target="ascend910b2") -> AivProgram:
     tgt = T.get(target) if isinstance(target, str) else target
     prog = _Lowering(kernel, tgt).run()
     try:
-        check_ub(prog.buffers.values(), tgt, kernel.name)
+        check_ub(prog.buffers.values(), tgt, kernel.name, reduce_scratch(prog.body, prog.buffers))
     except UbLegalityError as e:
         raise AscendLegalityError(str(e)) from None
     return prog
