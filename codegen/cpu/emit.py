@@ -6,9 +6,9 @@ decides which is which; it matters for control flow:
 
 - ``for`` with uniform bounds is a plain Python loop over [1]-shaped induction values;
   with varying bounds it runs max(trip count) iterations with a per-instance ``active`` mask,
-  and carried values update with ``torch.where(active, new, old)``.
+  and carried values update with ``rt.select(active, new, old)``.
 - ``if`` on a uniform condition is a Python ``if``; on a varying one both branches run (stores
-  masked by the branch's condition) and the results merge with ``torch.where``.
+  masked by the branch's condition) and the results merge with ``rt.select``.
 
 Loads and stores compute per-element linear indices (sum of index * stride over a flat view of
 the tensor), validity = in-bounds on the dims the bounds analysis marked ``masked`` & the
@@ -313,7 +313,7 @@ class Emitter:
             return self.unary(op.attrs["op"], a[0], dt)
         if name == "select":
             c = self._aligned(op.operands[0], len(rt_.shape))
-            return f"torch.where({c}, {a[1]}, {a[2]})"
+            return f"rt.select({c}, {a[1]}, {a[2]})"
         if name == "cast":
             src = op.operands[0].type.dtype
             if src == dt:
@@ -732,11 +732,11 @@ class Emitter:
             else:
                 other = f"{t}_f.new_zeros(())"
             if row is not None and self._row_level_mask(op):
-                # validity is per row: blank the few invalid rows in place (torch.where over
+                # validity is per row: blank the few invalid rows in place (a select over
                 # the whole tile costs ~10x an add on CPU)
                 self.emit(f"rt.blank_rows({name}, {ok}, {other})")
             else:
-                self.emit(f"{name} = torch.where({ok}, {name}, {other})")
+                self.emit(f"{name} = rt.select({ok}, {name}, {other})")
             if guard:
                 self.depth = depth
                 self.emit("else:")
@@ -817,7 +817,7 @@ class Emitter:
             ys = self.block(body)
             for a_, y, bv in zip(args, ys, body.args[1:]):
                 rank = len(bv.type.shape)
-                self.emit(f"{a_} = torch.where({act}[...{', None' * rank}], {y}, {a_})")
+                self.emit(f"{a_} = rt.select({act}[...{', None' * rank}], {y}, {a_})")
             self.depth -= 1
             self.act = saved
         for res, a_ in zip(op.results, args):
@@ -915,7 +915,7 @@ class Emitter:
         self.act = saved
         for r, a_, b_, v in zip(res, yt, ye, op.results):
             rank = len(v.type.shape)
-            self.emit(f"{r} = torch.where({c}[...{', None' * rank}], {a_}, {b_})")
+            self.emit(f"{r} = rt.select({c}[...{', None' * rank}], {a_}, {b_})")
 
 
 def emit_kernel(kernel: Kernel):

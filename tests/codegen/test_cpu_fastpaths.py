@@ -222,3 +222,25 @@ def test_whole_row_gather_blanks_masked_rows_even_over_nan():
     (r, s), = _both(kern, {"C": c, "T": t, "S": np.zeros((2, 8), np.float32)}, ["S"])
     assert np.isfinite(r).all()
     _same(r, s)
+
+
+@pytest.mark.parametrize("dt", ["f32", "f16", "bf16", "i32", "i64"])
+def test_select_is_bit_exact(dt):
+    import torch
+    from codegen.cpu import rt
+    tdt = rt.DTYPES[dt]
+    if dt.startswith("i"):
+        a = torch.tensor([-5, 7, 2**20, -1], dtype=tdt)
+        b = torch.tensor([1, -2, 3, 0], dtype=tdt)
+    else:
+        a = torch.tensor([float("nan"), -0.0, float("inf"), 1.5]).to(tdt)
+        b = torch.tensor([2.0, 0.0, -float("inf"), float("nan")]).to(tdt)
+    c = torch.tensor([True, True, False, False])
+    got = rt.select(c, a, b)
+    want = torch.where(c, a, b)
+    assert got.dtype == want.dtype
+    assert torch.equal(got.view(-1).view(torch.uint8), want.view(-1).view(torch.uint8))   # bits
+    # broadcasting like torch.where: a [2, 1, 4] against c [4] and a 0-dim b
+    a2 = a.reshape(1, 1, 4).expand(2, 1, 4)
+    b0 = b[0].reshape(())
+    assert torch.equal(rt.select(c, a2, b0).view(torch.uint8), torch.where(c, a2, b0).view(torch.uint8))
