@@ -441,20 +441,28 @@ def write_tuning(d: str | Path, name: str, data: bytes) -> Path:
     return d / TUNING / name
 
 
+def _read_checked(d: Path, rel: str, sha: str, what: str = "") -> tuple[str | None, bytes | None]:
+    """(problem line or None, the file's bytes or None) for a file the manifest records with
+    ``sha``: missing, unreadable or tampered."""
+    try:
+        data = (d / rel).read_bytes()
+    except FileNotFoundError:
+        return f"missing: {rel}{what}", None
+    except OSError as err:
+        return f"unreadable: {rel}: {err.strerror}", None
+    if _sha256(data) != sha:
+        return f"tampered: {rel} (sha256 does not match the manifest)", data
+    return None, data
+
+
 def _tuning_problems(d: Path, m: dict) -> list[str]:
     out = []
     recorded = m.get("tuning", {})
     for name, info in sorted(recorded.items()):
-        try:
-            data = (d / TUNING / name).read_bytes()
-        except FileNotFoundError:
-            out.append(f"missing: {TUNING}/{name} (tuning table in the manifest)")
-            continue
-        except OSError as err:
-            out.append(f"unreadable: {TUNING}/{name}: {err.strerror}")
-            continue
-        if _sha256(data) != info["sha256"]:
-            out.append(f"tampered: {TUNING}/{name} (sha256 does not match the manifest)")
+        problem, _ = _read_checked(d, f"{TUNING}/{name}", info["sha256"],
+                                   " (tuning table in the manifest)")
+        if problem:
+            out.append(problem)
     td = d / TUNING
     if td.is_dir():
         for p in sorted(td.iterdir()):
@@ -472,17 +480,9 @@ def _entry_problems(d: Path, e: dict) -> list[str]:
         return [f"missing: {key} ({e.get('kernel')} {e.get('target')}): entry directory {ENTRIES}/{key} is gone"]
     out = []
     for name, info in sorted(e["files"].items()):
-        p = ed / name
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            out.append(f"missing: {ENTRIES}/{key}/{name}")
-            continue
-        except OSError as err:
-            out.append(f"unreadable: {ENTRIES}/{key}/{name}: {err.strerror}")
-            continue
-        if _sha256(data) != info["sha256"]:
-            out.append(f"tampered: {ENTRIES}/{key}/{name} (sha256 does not match the manifest)")
+        problem, data = _read_checked(d, f"{ENTRIES}/{key}/{name}", info["sha256"])
+        if problem:
+            out.append(problem)
         elif name == "kernel.ir":
             want = cache_key(data.decode(errors="replace"), e.get("backend", ""), e.get("target", ""),
                              e.get("compiler_version", ""))

@@ -187,17 +187,22 @@ class _TilePlan:
         self.unsqueezed = list(grid) + [e for u, e, ax, keep in dims]
 
 
+def _memo(cache: dict, key, make):
+    """cache[key], made by make() on a miss; a bounded cache (a server sees few shapes)."""
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) >= 4096:
+            cache.clear()
+        hit = cache[key] = make()
+    return hit
+
+
 _PLANS: dict = {}
 
 
 def _plan(t: torch.Tensor, lead: int, grid: tuple, dims) -> _TilePlan:
     key = (tuple(t.shape), lead, tuple(grid), tuple(dims))
-    p = _PLANS.get(key)
-    if p is None:
-        if len(_PLANS) > 4096:
-            _PLANS.clear()
-        p = _PLANS[key] = _TilePlan(key[0], lead, key[2], key[3])
-    return p
+    return _memo(_PLANS, key, lambda: _TilePlan(*key))
 
 
 def tile_load(t: torch.Tensor, lead: int, grid: tuple, dims, other=0) -> torch.Tensor:
@@ -263,10 +268,7 @@ def dot(x: torch.Tensor, y: torch.Tensor, lead: int, ty: bool = False,
     x, y = x.float(), y.float()
     xs, ys = tuple(x.shape[:lead]), tuple(y.shape[:lead])
     key = (xs, ys, lead, ty)
-    plan = _FOLD.get(key)
-    if plan is None:
-        plan = _FOLD[key] = _fold_plan(xs, ys, lead, ty)
-    both, xo, yo, rest, bsz, nb, nx, ny, px, py, back = plan
+    both, xo, yo, rest, bsz, nb, nx, ny, px, py, back = _memo(_FOLD, key, lambda: _fold_plan(*key))
     m, k = x.shape[lead], x.shape[lead + 1]
     n = y.shape[lead] if ty else y.shape[lead + 1]
     x2 = x.permute(px).reshape(nb, nx * m, k)
