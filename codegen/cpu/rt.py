@@ -28,7 +28,17 @@ def from_numpy(a: np.ndarray) -> torch.Tensor:
 
 
 def const(value, dtype: str, shape=(), lead: int = 1) -> torch.Tensor:
-    """A uniform value [1]*lead + shape, converted exactly as the reference does (as_type)."""
+    """A uniform value [1]*lead + shape, converted exactly as the reference does (as_type).
+    Memoised (dims and scalars are re-made every launch); generated code never writes into
+    a value it did not gather itself, so sharing one tensor is safe."""
+    key = (type(value), repr(value), dtype, tuple(shape), lead)     # repr: -0.0 is not 0.0
+    return _memo(_CONSTS, key, lambda: _const(value, dtype, shape, lead))
+
+
+_CONSTS: dict = {}
+
+
+def _const(value, dtype, shape, lead):
     a = np.ascontiguousarray(np.broadcast_to(S.as_type(value, dtype), tuple(shape)))
     return from_numpy(a.copy()).reshape(*([1] * lead), *shape)
 
@@ -56,23 +66,83 @@ _BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16:
          torch.int32: torch.int32, torch.int64: torch.int64, torch.int16: torch.int16}
 
 
+NONE = torch.zeros((), dtype=torch.bool)      # validity of every access to an empty tensor
+
+
 def select(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """where(c, a, b), bit-exact (NaN payloads, -0.0), as integer bit operations on the values'
     bits: torch's CPU where is ~5x slower than this on attention-sized tiles."""
     it = _BITS.get(a.dtype)
-    if it is None or b.dtype != a.dtype or c.dtype != torch.bool:
+    if it is None or b.dtype != a.dtype or c.dtype != torch.bool or \
+            max(c.numel(), a.numel(), b.numel()) < 65536:     # small: one call beats six
         return torch.where(c, a, b)
     m = c.to(it).neg_()                        # all ones where c, zeros elsewhere
     ai, bi = a.view(it), b.view(it)
     return (bi ^ ((ai ^ bi) & m)).view(a.dtype)
 
 
+def full_rank(x: torch.Tensor, rank: int) -> torch.Tensor:
+    """x with leading unit dims added up to ``rank`` (a load's ``other`` may be a scalar)."""
+    return x.reshape(*([1] * (rank - x.dim())), *x.shape) if x.dim() < rank else x
+
+
 def blank_rows(x: torch.Tensor, ok: torch.Tensor, other: torch.Tensor) -> None:
     """x [..., n], gathered whole rows: set the rows where ``ok`` (broadcastable to
     x[..., :1]) is False to ``other`` (a single value), in place."""
     bad = ~ok.expand(*x.shape[:-1], 1)[..., 0]
-    if bool(bad.any()):
-        x[bad] = other.reshape(()).to(x.dtype)
+    if any_(bad):
+        if x.is_contiguous():        # index_fill_ of rows: ~2.5x a boolean-mask assignment
+            x.view(-1, x.shape[-1]).index_fill_(0, bad.reshape(-1).nonzero().reshape(-1),
+                                                other.reshape(()).to(x.dtype))
+        else:
+            x[bad] = other.reshape(()).to(x.dtype)
+
+
+def any_(x: torch.Tensor) -> bool:
+    """bool(x.any()) for a bool tile: torch's CPU any() on bool is ~15x slower than a max over
+    the same bytes (a guard runs every loop step)."""
+    if x.dtype == torch.bool:
+        return bool(x.view(torch.uint8).max()) if x.numel() else False
+    return bool(x.any())
+
+
+def gather_rows(f: torch.Tensor, hi: int, n: int, s: int, lin: torch.Tensor) -> torch.Tensor:
+    """Whole rows f[lin + s * arange(n)] for a row-start index ``lin`` [..., 1]: one
+    index_select (several times faster than advanced indexing on CPU)."""
+    idx = lin.reshape(-1)
+    return torch.index_select(rows(f, hi, n, s), 0, idx).reshape(*lin.shape[:-1], n)
+
+
+def _bshape(*shapes) -> tuple:
+    """torch.broadcast_shapes without its ~50 us of Python."""
+    r = max(len(s) for s in shapes)
+    out = [1] * r
+    for s in shapes:
+        for i, n in enumerate(s, r - len(s)):
+            if n != 1:
+                out[i] = n
+    return tuple(out)
+
+
+def store_rows(t: torch.Tensor, f: torch.Tensor, lin: torch.Tensor, ok, value: torch.Tensor,
+               n: int, s: int) -> None:
+    """Scatter whole rows of ``t`` (flat view ``f``): f[lin + s * arange(n)] = value[..., :] for
+    the rows where ``ok`` (broadcastable to lin, [..., 1]; None: every row). Only the written
+    rows are touched, never a mask over the whole tile; when every row start is a multiple of n
+    (contiguous rows, say O[T, H, D]) it is one index_copy_ of rows (~5x an element scatter)."""
+    shape = _bshape(lin.shape, value.shape[:-1] + (1,), ok.shape if ok is not None else (1,))
+    lin = lin.expand(shape).reshape(-1)
+    val = value.expand(*shape[:-1], n).reshape(-1, n)
+    if ok is not None:
+        keep = ok.expand(shape).reshape(-1)
+        if not bool(keep.all()):
+            lin, val = lin[keep], val[keep]
+    if not lin.numel():
+        return
+    if s == 1 and f.numel() % n == 0 and all(x % n == 0 for x in t.stride()[:-1]):
+        f.view(-1, n).index_copy_(0, torch.div(lin, n, rounding_mode="floor"), val.to(f.dtype))
+    else:
+        f[lin[:, None] + torch.arange(0, n * s, s, dtype=lin.dtype)] = val.to(f.dtype)
 
 
 def exp(x: torch.Tensor) -> torch.Tensor:
@@ -94,21 +164,29 @@ def rows(f: torch.Tensor, hi: int, n: int, s: int) -> torch.Tensor:
 
 
 def _zero_check(b: torch.Tensor, act) -> None:
+    if b.numel() == 1:              # a splatted divisor (say a dim): no tensor ops
+        if int(b.reshape(())) == 0 and (act is None or any_(act)):
+            raise ZeroDivisionError("integer division by zero")
+        return
     z = b == 0
     if act is not None:        # act has the instance axes only; tile dims follow
         z = z & act.reshape(*act.shape, *([1] * (z.dim() - act.dim())))
-    if bool(z.any()):
+    if any_(z):
         raise ZeroDivisionError("integer division by zero")
 
 
 def idiv(a, b, act=None):
     """Integer division truncating toward zero; raises for a zero divisor in an active instance."""
     _zero_check(b, act)
+    if b.numel() == 1:
+        return torch.div(a, b if int(b.reshape(())) else torch.ones_like(b), rounding_mode="trunc")
     return torch.div(a, torch.where(b == 0, torch.ones_like(b), b), rounding_mode="trunc")
 
 
 def imod(a, b, act=None):
     _zero_check(b, act)
+    if b.numel() == 1:
+        return torch.fmod(a, b if int(b.reshape(())) else torch.ones_like(b))
     return torch.fmod(a, torch.where(b == 0, torch.ones_like(b), b))
 
 
@@ -134,6 +212,62 @@ def trips(lo: torch.Tensor, hi: torch.Tensor, step: int, act=None):
     if act is not None:
         n = torch.where(act, n, torch.zeros_like(n))
     return n, (int(n.max()) if n.numel() else 0)
+
+
+def live_rows(flag: torch.Tensor, p: int) -> torch.Tensor:
+    """Per instance, the index of the last set per-row flag + 1 (rows at or past it are never
+    stored; see rows.py). ``flag`` is [p or 1, ...] with one non-unit tile dim."""
+    f = flag.reshape(flag.shape[0], -1)
+    last = (f.to(torch.int32) * torch.arange(1, f.shape[1] + 1, dtype=torch.int32)).amax(1)
+    return last.expand(p) if last.shape[0] != p else last
+
+
+# Cost of one more row class, in row x instance units: a class runs the whole kernel body once
+# more (~100 torch calls per loop step, ~3 us each); a row of a [BM, BN] attention tile costs
+# about 2 us per step (~25 element-wise ops over BN columns plus its share of two GEMMs).
+ROW_CLASS_COST = 128
+
+
+def _classes(vals: tuple, counts: tuple) -> list:
+    """Group sorted distinct live-row counts into contiguous runs minimising
+    sum(ROW_CLASS_COST + largest count x instances) (exact dynamic programme over the runs)."""
+    k = len(vals)
+    best = [0.0] + [float("inf")] * k
+    cut = [0] * (k + 1)
+    for i in range(1, k + 1):
+        n = 0
+        for j in range(i, 0, -1):            # run vals[j-1 .. i-1]
+            n += counts[j - 1]
+            c = best[j - 1] + ROW_CLASS_COST + vals[i - 1] * n
+            if c < best[i]:
+                best[i], cut[i] = c, j - 1
+    runs, i = [], k
+    while i > 0:
+        runs.append((vals[cut[i]], vals[i - 1]))
+        i = cut[i]
+    return runs[::-1]
+
+
+_CLASSES: dict = {}
+
+
+def row_classes(live: torch.Tensor, rows: int) -> list:
+    """[(instance selector, row count)]: instances grouped by live row count, each group to run
+    with its tiles cut to its largest count. The selector is slice(None) when one group holds
+    every instance (views instead of copies)."""
+    live = live.clamp(1, rows)           # an instance with no live row still runs its row-free code
+    hist = torch.bincount(live, minlength=rows + 1).tolist()
+    vals = tuple(v for v, c in enumerate(hist) if c)
+    key = (vals, tuple(hist[v] for v in vals))
+    runs = _memo(_CLASSES, key, lambda: _classes(*key))
+    if len(runs) == 1:
+        return [(slice(None), runs[0][1])]
+    return [(((live >= lo) & (live <= hi)).nonzero().reshape(-1), hi) for lo, hi in runs]
+
+
+def trips_min(n: torch.Tensor) -> int:
+    """Steps in which every instance is still active: carried values need no merge there."""
+    return int(n.min()) if n.numel() else 0
 
 
 # --- fast paths: blocked tile views and folded dots ------------------------------------------
@@ -265,8 +399,14 @@ def dot(x: torch.Tensor, y: torch.Tensor, lead: int, ty: bool = False,
     rows or columns, so a tile shared by all programs of an axis is multiplied once, in one
     GEMM."""
     pad = getattr(x, _PAD, None)
-    x, y = x.float(), y.float()
-    xs, ys = tuple(x.shape[:lead]), tuple(y.shape[:lead])
+    if x.dtype != torch.float32:
+        x = x.float()
+    if y.dtype != torch.float32:
+        y = y.float()
+    xs, ys = x.shape[:lead], y.shape[:lead]
+    if lead == 1 and pad is None and xs == ys:     # one GEMM per instance: no folding to do
+        return torch.bmm(x, y.transpose(1, 2) if ty else y)
+    xs, ys = tuple(xs), tuple(ys)
     key = (xs, ys, lead, ty)
     both, xo, yo, rest, bsz, nb, nx, ny, px, py, back = _memo(_FOLD, key, lambda: _fold_plan(*key))
     m, k = x.shape[lead], x.shape[lead + 1]

@@ -171,7 +171,9 @@ kernel paged(C: f32[NB, BS, H, D], T: i32[R], Y: f32[R, H, DD], BR: const = 4, D
 @pytest.mark.parametrize("dd,whole", [(8, True), (4, False)])
 def test_whole_row_gather_only_for_whole_rows(dd, whole):
     kern = _kernel(PAGED, "paged", D=8, DD=dd)
-    assert ("rt.rows(" in cpu.emit(kern)) == whole
+    src = cpu.emit(kern)
+    assert ("rt.gather_rows(" in src) == whole
+    assert "rt.store_rows(" in src          # Y's rows are whole in both: one flag per row
     rng = np.random.default_rng(8)
     c = _rand(rng, (5, 4, 2, 8))
     t = rng.integers(0, 20, size=7).astype(np.int32)
@@ -191,7 +193,7 @@ kernel gated(X: f32[N], Y: f32[N], on: i32, B: const = 16):
 @pytest.mark.parametrize("on", [0, 1])
 def test_guarded_gather_when_every_lane_is_masked_off(on):
     kern = _kernel(MASKED_OFF, "gated")
-    assert ".any()" in cpu.emit(kern)
+    assert "rt.any_(" in cpu.emit(kern)
     x = _rand(np.random.default_rng(9), (37,))
     (r, c), = _both(kern, {"X": x, "Y": np.zeros(37, np.float32), "on": on}, ["Y"])
     _same(r, c)
@@ -214,7 +216,7 @@ kernel rowsum(C: f32[NR, D], T: i32[R], S: f32[NS, D], BR: const = 8):
 def test_whole_row_gather_blanks_masked_rows_even_over_nan():
     kern = _kernel(ROWSUM, "rowsum", D=8)
     src = cpu.emit(kern)
-    assert "rt.rows(" in src and "rt.blank_rows(" in src
+    assert "rt.gather_rows(" in src and "rt.blank_rows(" in src
     rng = np.random.default_rng(10)
     c = _rand(rng, (6, 8))
     c[0] = np.nan                                    # what the masked lanes point at
