@@ -34,7 +34,7 @@ import torch
 from tilec.ir import dtypes as D
 from tilec.ir.core import Block, Kernel, Op, Value
 
-from . import rows, rt
+from . import lanes, rows, rt
 
 _TD = {"f16": "_f16", "bf16": "_bf16", "f32": "_f32", "i32": "_i32", "i64": "_i64", "bool": "_bool"}
 _HALF = ("f16", "bf16")
@@ -119,9 +119,11 @@ class Emitter:
         self.lead = ", ".join([":"] * self.G)      # index prefix keeping the instance axes
         self.keep = ", ".join(["-1"] * self.G)     # expand() sizes keeping them
         self.rowplan, self.rowplan_why = rows.analyse(kernel)
+        self.lanes = lanes.Lanes(kernel)
         self.R = None                    # inside the row-class loop: the name of its row count
         self._vk: dict = {}              # value numbers (vkey)
         self._cse: dict = {}             # access key -> names of an emitted access
+        self._pure_cse: dict = {}        # value number -> (name, scope) of an emitted pure op
         self.blocks: list = []           # ids of the Python blocks enclosing the current line
         self.block_ids = 0
         self.guard = None                # inside a load's guard: (mask key, scope outside it)
@@ -286,6 +288,8 @@ class Emitter:
             self.emit_pure(f"{new} = {self.n(v)}[{', '.join(ix)}]", new)
             self.names[v] = new
             self.hoisted.discard(v)
+        self._pure_cse.clear()           # values before the split have whole-tile shapes
+        self._cse.clear()
         self.pids = self.fresh("_pids_c")
         self.emit_pure(f"{self.pids} = (_pids[0][{sel}],)", self.pids)
         self.R = R
@@ -385,13 +389,21 @@ class Emitter:
             return self.store_op(op)
         if op.name == "load":
             return self.load_op(op)
-        expr = self.expr(op)
         r = op.results[0]
+        if op.name in _CSE_OPS and not self.is_hoistable(op):
+            hit = self._pure_cse.get(self.ckey(r))
+            here = self._scope()
+            if hit is not None and here[:len(hit[1])] == hit[1]:
+                self.names[r] = hit[0]   # the same value, computed earlier in this block
+                return
+        expr = self.expr(op)
         name = self.bind(r)
         comment = f"{op.name} {self._attrs(op)}-> {r.type}".replace("  ", " ")
         if self.is_hoistable(op) and self.try_hoist(name, expr, comment):
             self.hoisted.add(r)
         else:
+            if op.name in _CSE_OPS:
+                self._pure_cse[self.ckey(r)] = (name, self._scope())
             if op.name != "binary" or not D.is_int(r.type.dtype) or \
                     op.attrs["op"] not in ("div", "floordiv", "mod"):
                 self.emit_pure(f"{name} = {expr}  # {comment}", name)
@@ -602,6 +614,11 @@ class Emitter:
             self._vk[v] = k
         return k
 
+    def ckey(self, v: Value):
+        """vkey plus the value's row-class axes: in the row-class loop two equal values may
+        differ in shape (one cut to the class' rows, one not)."""
+        return self.vkey(v), (self.rowplan.row_axes(v) if self.rowplan is not None else ())
+
     def _scope(self) -> tuple:
         """Identity of the Python block the next line at the current depth goes into."""
         b = self.blocks
@@ -629,7 +646,7 @@ class Emitter:
         ckey = None
         if key_extra is not None and nsl == 0:
             ckey = (tuple(tensor.type.dims), tuple(map(tuple, kinds)), tuple(op.attrs["masked"]),
-                    tuple(self.vkey(self.peel(v) if kd[0] == "tile" else v)
+                    tuple(self.ckey(self.peel(v) if kd[0] == "tile" else v)
                           for kd, v in zip(kinds, idx_vals)), key_extra, row)
             hit = self._cse_hit(ckey)
             if hit is not None:
@@ -991,7 +1008,7 @@ class Emitter:
             extra.append((self._size(m), self._aligned(m, self._index_rank(op))))
         row = self._row_last(op)
         guard = op.attrs["has_mask"]
-        mkey = self.vkey(self.peel(m)) if guard else None
+        mkey = self.ckey(self.peel(m)) if guard else None
         depth = self.depth
         saved_guard = self.guard
         if guard:            # an explicit mask may switch every lane off (say, tree masks in a
@@ -1010,7 +1027,9 @@ class Emitter:
             self.emit(f"{name} = {t}_f[{lin}]")
         if ok is not None:
             other = self._other(op)
-            if row is not None and self._row_level_mask(op):
+            if self.lanes.unobserved(op):
+                self.emit(f"# masked-off lanes of {name} left as fetched: every use replaces them (lanes.py)")
+            elif row is not None and self._row_level_mask(op):
                 # validity is per row: blank the few invalid rows in place (a select over
                 # the whole tile costs ~10x an add on CPU)
                 self.emit(f"rt.blank_rows({name}, {ok}, {other})")
@@ -1075,7 +1094,7 @@ class Emitter:
         if self.act:
             extra.append(((0, 1), f"{self.act}[...{', None' * Rv}]"))
         row = self._row_last(op)
-        mkey = self.vkey(self.peel(op.operands[2 + nidx])) if op.attrs["has_mask"] else None
+        mkey = self.ckey(self.peel(op.operands[2 + nidx])) if op.attrs["has_mask"] else None
         if row is not None and (not op.attrs["has_mask"] or
                                 tuple(self.peel(op.operands[2 + nidx]).type.shape)[-1:] in ((), (1,))):
             # whole rows with one validity flag per row: scatter only the valid rows
