@@ -151,12 +151,14 @@ class _Source:
     arts: object = None
     library: dict = field(default_factory=dict)
     note: str = ""
+    backend: str = "ascend"
 
     def bindings(self, kernel: str) -> list[dict]:
         if self.arts is not None:
             return self.arts.variants(kernel)
-        from tilec.variants import library_variants
-        return [b for k, b in library_variants([kernel])]
+        from tilec.variants import backend_allows, library_variants, load_spaces
+        spec = load_spaces()[kernel]          # what `tilec compile` would build for it
+        return [b for k, b in library_variants([kernel]) if backend_allows(spec, b, self.backend)]
 
     def kernel(self, name: str, binding: dict):
         if self.arts is not None:
