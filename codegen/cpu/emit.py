@@ -20,7 +20,21 @@ Integer division checks for zero only in active instances (the other branch of a
 
 Ops whose operands are all compile-time values (constants, aranges, fulls, ...) are hoisted to
 module level and evaluated once when the kernel is compiled; pure ops of a loop body that do
-not depend on the loop are emitted before the loop.
+not depend on the loop are emitted before the loop, and so are the loop-invariant pieces of
+its accesses' indices (conversion, clamp, bounds check).
+
+Work the vectorised form would otherwise waste:
+- row classes (rows.py): when a kernel's tile rows are independent and only rows under a
+  per-row flag are stored, instances run in classes by live row count, on tiles cut to it
+  (a decode tile of Meta-Attention computes its G rows, not BM);
+- unobserved lanes (lanes.py): a masked gather whose masked-off lanes every use replaces
+  skips blanking them;
+- value numbering: a pure op equal to one already computed in an enclosing block reuses it,
+  and an access with the same indices and mask as an earlier one (paged V after K) reuses
+  its validity, and its linear index when the strides agree at run time;
+- guards: a masked gather whose mask is off in every lane is skipped; one whose mask has a
+  per-instance flag (is_tree) runs its index and mask arithmetic only when some instance
+  sets the flag.
 """
 from __future__ import annotations
 
@@ -128,6 +142,7 @@ class Emitter:
         self.block_ids = 0
         self.guard = None                # inside a load's guard: (mask key, scope outside it)
         self.guards: dict = {}           # masked load -> (per-instance mask factor, ops it owns)
+        self._zeros: dict = {}           # dtype -> module-level zero (a load's default other)
         self.pre_idx: dict = {}          # (access op, dim) -> index pieces hoisted out of a loop
         self.deferred: dict = {}         # op -> the load whose guard computes it
         self._plan_guards()
@@ -1045,9 +1060,17 @@ class Emitter:
     def _other(self, op: Op) -> str:
         """A load's ``other`` (0 when absent), aligned to its index rank."""
         t = self.n(op.operands[0])
+        dt = op.operands[0].type.dtype
         if not op.attrs["has_other"]:
-            return f"{t}_f.new_zeros(())"
+            if dt not in self._zeros:
+                self._zeros[dt] = self.fresh(f"_zero_{dt}")
+                self.hoist(self._zeros[dt], f"torch.zeros((), dtype={_TD[dt]})")
+            return self._zeros[dt]
         ov = op.operands[-1]
+        if self.peel(ov) in self.hoisted:         # a constant: converted once, at module level
+            name = self.fresh("_other")
+            self.hoist(name, f"{self._aligned(ov, self._index_rank(op))}.to({_TD[dt]})")
+            return name
         return f"{self._aligned(ov, self._index_rank(op))}.to({t}_f.dtype)"
 
     def _lanes_off(self, op: Op) -> str:

@@ -67,6 +67,7 @@ _BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16:
 
 
 NONE = torch.zeros((), dtype=torch.bool)      # validity of every access to an empty tensor
+_LAST_MASK: tuple = (None, None)
 
 
 def select(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,12 @@ def select(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if it is None or b.dtype != a.dtype or c.dtype != torch.bool or \
             max(c.numel(), a.numel(), b.numel()) < 65536:     # small: one call beats six
         return torch.where(c, a, b)
-    m = c.to(it).neg_()                        # all ones where c, zeros elsewhere
+    global _LAST_MASK
+    if _LAST_MASK[0] is c and _LAST_MASK[1].dtype == it:
+        m = _LAST_MASK[1]                      # attention selects twice on the same mask
+    else:
+        m = c.to(it).neg_()                    # all ones where c, zeros elsewhere
+        _LAST_MASK = (c, m)                    # (holding c keeps its identity unique)
     ai, bi = a.view(it), b.view(it)
     return (bi ^ ((ai ^ bi) & m)).view(a.dtype)
 
