@@ -143,6 +143,8 @@ class Emitter:
         self.guard = None                # inside a load's guard: (mask key, scope outside it)
         self.guards: dict = {}           # masked load -> (per-instance mask factor, ops it owns)
         self._zeros: dict = {}           # dtype -> module-level zero (a load's default other)
+        self._rows_cache: dict = {}      # table row loads (_table_row)
+        self._any_cache: dict = {}       # guard flags already evaluated (_any)
         self.pre_idx: dict = {}          # (access op, dim) -> index pieces hoisted out of a loop
         self.deferred: dict = {}         # op -> the load whose guard computes it
         self._plan_guards()
@@ -305,6 +307,8 @@ class Emitter:
             self.hoisted.discard(v)
         self._pure_cse.clear()           # values before the split have whole-tile shapes
         self._cse.clear()
+        self._any_cache.clear()
+        self._rows_cache.clear()
         self.pids = self.fresh("_pids_c")
         self.emit_pure(f"{self.pids} = (_pids[0][{sel}],)", self.pids)
         self.R = R
@@ -783,6 +787,9 @@ class Emitter:
         iterations (the KV head, the sequence's block-table row): converted, clamped and
         checked once, before the loop (_access picks them up)."""
         for op in body.ops:
+            if op in self.guards and self.guards[op][0] not in inside:
+                flag = self.guards[op][0]
+                self._any(flag, self.n(flag))        # a per-instance flag: test it once
             if op.name not in ("load", "store") or op in self.deferred:
                 continue
             kinds = op.attrs["index"]
@@ -971,8 +978,40 @@ class Emitter:
         t, r = self.n(op.operands[0]), op.results[0]
         self.emit(f"# {self.bind(r)} = load {t}[{', '.join(k[0] for k in op.attrs['index'])}]"
                   f" -> {r.type}: blocked tiles, a view where inside {t}")
+        row = self._table_row(op, spec[0], other)
+        if row is not None:
+            self.emit(f"{self.n(r)} = {row}")
+            return True
         self.emit(f"{self.n(r)} = rt.tile_load({t}, {self.G}, _grid, {self._dims_src(spec[0])}, {other})")
         return True
+
+    def _table_row(self, op: Op, dims, other: str):
+        """A scalar read of a table at a constant column (TASKS[t, 3]): the program's whole row
+        is loaded once and each such read is a column of it (one launch reads 9 columns)."""
+        if op.results[0].type.shape:
+            return None
+        tensor = op.operands[0]
+        cols = [d for d, (u, e, ax, keep) in enumerate(dims) if ax is None and not keep and e == "1"]
+        if len(cols) != 1:
+            return None
+        d = cols[0]
+        m = re.fullmatch(r"int\((\w+)\)", dims[d][0])
+        n = tensor.type.dims[d]
+        if m is None or not isinstance(n, int) or m.group(1) not in self.ns:
+            return None
+        c = int(self.ns[m.group(1)])
+        if not 0 <= c < n:
+            return None                  # outside the table: the general path pads it
+        whole = list(dims)
+        whole[d] = ("0", str(n), None, True)
+        key = (tensor, tuple(whole[:d] + whole[d + 1:]), d, other)
+        hit = self._rows_cache.get(key)
+        if hit is None or self._scope()[:len(hit[1])] != hit[1]:
+            name = self.fresh(f"_{self.n(tensor)}_row")
+            self.emit(f"{name} = rt.tile_load({self.n(tensor)}, {self.G}, _grid, {self._dims_src(whole)}, {other})")
+            hit = self._rows_cache[key] = (name, self._scope())
+        pos = sum(1 for x in dims[:d] if x[3])
+        return f"{hit[0]}[{self.lead}, {':, ' * pos}{c}]"
 
     def _blocked_store(self, op: Op) -> bool:
         if self.act is not None:
@@ -993,7 +1032,7 @@ class Emitter:
             flag, owned = self.guards[op]
             r = op.results[0]
             name = self.bind(r)
-            self.emit(f"if rt.any_({self.n(flag)}):   # else every lane of {name}'s mask is off")
+            self.emit(f"if {self._any(flag, self.n(flag))}:   # else every lane of {name}'s mask is off")
             self.depth += 1
             for o in owned:
                 del self.deferred[o]
@@ -1029,7 +1068,7 @@ class Emitter:
         if guard:            # an explicit mask may switch every lane off (say, tree masks in a
             # batch without tree stages): then skip the index arithmetic and the gather
             outer = self._scope()
-            self.emit(f"if rt.any_({extra[0][1]}):")
+            self.emit(f"if {self._any(self.peel(m), extra[0][1])}:")
             self.depth += 1
             self.guard = (mkey, outer)
         lin, ok, R, _ = self._access(op, extra, row, key_extra=(mkey, self.act))
@@ -1056,6 +1095,19 @@ class Emitter:
                 self.emit(f"    {name} = {self._lanes_off(op)}")
         if R:
             self.emit(f"{name} = {name}.expand({self.keep}, {', '.join(self.shape_src(r))})")
+
+    def _any(self, v: Value, src: str) -> str:
+        """Name of a bool: does any lane of ``v`` (source ``src``) hold? Evaluated once per
+        block: K and V gathers share their guard, a per-instance flag is tested before the
+        loop (invariant_indices)."""
+        key = self.ckey(v)
+        hit = self._any_cache.get(key)
+        if hit is not None and self._scope()[:len(hit[1])] == hit[1]:
+            return hit[0]
+        g = self.fresh("_some")
+        self.emit(f"{g} = rt.any_({src})")
+        self._any_cache[key] = (g, self._scope())
+        return g
 
     def _other(self, op: Op) -> str:
         """A load's ``other`` (0 when absent), aligned to its index rank."""

@@ -170,10 +170,6 @@ def rows(f: torch.Tensor, hi: int, n: int, s: int) -> torch.Tensor:
 
 
 def _zero_check(b: torch.Tensor, act) -> None:
-    if b.numel() == 1:              # a splatted divisor (say a dim): no tensor ops
-        if int(b.reshape(())) == 0 and (act is None or any_(act)):
-            raise ZeroDivisionError("integer division by zero")
-        return
     z = b == 0
     if act is not None:        # act has the instance axes only; tile dims follow
         z = z & act.reshape(*act.shape, *([1] * (z.dim() - act.dim())))
@@ -183,16 +179,22 @@ def _zero_check(b: torch.Tensor, act) -> None:
 
 def idiv(a, b, act=None):
     """Integer division truncating toward zero; raises for a zero divisor in an active instance."""
+    if b.numel() == 1:              # a splatted divisor (say a dim): a Python int
+        d = int(b.reshape(()))
+        if d == 0 and (act is None or any_(act)):
+            raise ZeroDivisionError("integer division by zero")
+        return torch.div(a, d or 1, rounding_mode="trunc")
     _zero_check(b, act)
-    if b.numel() == 1:
-        return torch.div(a, b if int(b.reshape(())) else torch.ones_like(b), rounding_mode="trunc")
     return torch.div(a, torch.where(b == 0, torch.ones_like(b), b), rounding_mode="trunc")
 
 
 def imod(a, b, act=None):
-    _zero_check(b, act)
     if b.numel() == 1:
-        return torch.fmod(a, b if int(b.reshape(())) else torch.ones_like(b))
+        d = int(b.reshape(()))
+        if d == 0 and (act is None or any_(act)):
+            raise ZeroDivisionError("integer division by zero")
+        return torch.fmod(a, d or 1)
+    _zero_check(b, act)
     return torch.fmod(a, torch.where(b == 0, torch.ones_like(b), b))
 
 

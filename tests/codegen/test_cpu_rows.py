@@ -126,7 +126,7 @@ def test_attention_k_lanes_unobserved_v_lanes_observed():
     assert not ln.unobserved(v_load)                   # p @ V sums over the masked rows
     src = cpu.emit(kern)
     assert "masked-off lanes of k left as fetched" in src and "rt.blank_rows(v" in src
-    assert "if rt.any_(is_tree" in src                 # tree-mask arithmetic under the flag
+    assert "= rt.any_(is_tree" in src                  # tree-mask arithmetic under the flag
 
 
 def _poison_unused_slots(case, args):
