@@ -174,7 +174,7 @@ def bench_attention(cpu_run, ref_run, dt, rng):
         if L <= REF_MAX_CTX:
             ref_run(kern, args)          # numpy arrays; O written in place
             check(args["O"], expected, dt, f"reference meta_attention ctx={L}")
-            t_ref = timeit(lambda: ref_run(kern, args), budget=0.5, max_reps=3)
+            t_ref = timeit(lambda: ref_run(kern, args), budget=1.0, max_reps=5)
         t_torch = timeit(lambda: torch_attention(case, q, kc, vc, bt))
         RESULTS["attention"].append((L, t_cpu, t_ref, t_torch))
         print(f"| {L} | {p.num_tasks} | {fmt(t_cpu)} | "

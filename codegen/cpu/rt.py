@@ -141,8 +141,9 @@ def store_rows(t: torch.Tensor, f: torch.Tensor, lin: torch.Tensor, ok, value: t
     val = value.expand(*shape[:-1], n).reshape(-1, n)
     if ok is not None:
         keep = ok.expand(shape).reshape(-1)
-        if not bool(keep.all()):
-            lin, val = lin[keep], val[keep]
+        if keep.numel() and not bool(keep.view(torch.uint8).min()):    # some row is off
+            idx = keep.nonzero().reshape(-1)       # one nonzero for both selections
+            lin, val = lin.index_select(0, idx), val.index_select(0, idx)
     if not lin.numel():
         return
     if s == 1 and f.numel() % n == 0 and all(x % n == 0 for x in t.stride()[:-1]):
@@ -222,11 +223,16 @@ def trips(lo: torch.Tensor, hi: torch.Tensor, step: int, act=None):
     return n, (int(n.max()) if n.numel() else 0)
 
 
+_RANKS: dict = {}
+
+
 def live_rows(flag: torch.Tensor, p: int) -> torch.Tensor:
     """Per instance, the index of the last set per-row flag + 1 (rows at or past it are never
     stored; see rows.py). ``flag`` is [p or 1, ...] with one non-unit tile dim."""
     f = flag.reshape(flag.shape[0], -1)
-    last = (f.to(torch.int32) * torch.arange(1, f.shape[1] + 1, dtype=torch.int32)).amax(1)
+    n = f.shape[1]
+    ranks = _memo(_RANKS, n, lambda: torch.arange(1, n + 1, dtype=torch.int32))
+    last = (f * ranks).amax(1)
     return last.expand(p) if last.shape[0] != p else last
 
 
