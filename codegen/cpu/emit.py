@@ -298,11 +298,12 @@ class Emitter:
             if v not in self.var and not axes:
                 continue
             shape = v.type.shape if hasattr(v.type, "shape") else ()
-            ix = [sel if v in self.var else ":"] + [f":{R}" if i in axes else ":" for i in range(len(shape))]
-            while ix[-1] == ":":
+            src = f"rt.instances({self.n(v)}, {sel})" if v in self.var else self.n(v)
+            ix = [":"] + [f":{R}" if i in axes else ":" for i in range(len(shape))]
+            while ix and ix[-1] == ":":
                 ix.pop()
             new = self.fresh(f"{self.n(v)}_c")
-            self.emit_pure(f"{new} = {self.n(v)}[{', '.join(ix)}]", new)
+            self.emit_pure(f"{new} = {src}" + (f"[{', '.join(ix)}]" if ix else ""), new)
             self.names[v] = new
             self.hoisted.discard(v)
         self._pure_cse.clear()           # values before the split have whole-tile shapes
@@ -1093,8 +1094,27 @@ class Emitter:
                 self.depth = depth
                 self.emit("else:")
                 self.emit(f"    {name} = {self._lanes_off(op)}")
-        if R:
+                if R and self._gather_covers(op, row):
+                    self.emit(f"    {name} = {name}.expand({self.keep}, {', '.join(self.shape_src(r))})")
+        if R and not (guard and self._gather_covers(op, row)):
             self.emit(f"{name} = {name}.expand({self.keep}, {', '.join(self.shape_src(r))})")
+
+    def _gather_covers(self, op: Op, row) -> bool:
+        """Whether the gathered tile already has the load's full tile shape (its indices span
+        every dim), so only the all-lanes-off value needs expanding."""
+        shape = tuple(op.results[0].type.shape)
+        kinds = op.attrs["index"]
+        if any(k[0] == "slice" for k in kinds):
+            return False
+        span = [1] * len(shape)
+        if row is not None and shape:
+            span[-1] = shape[-1]
+        for kd, v in zip(kinds, op.operands[1:1 + len(kinds)]):
+            if kd[0] == "tile":
+                for i, n in enumerate(self.peel(v).type.shape):
+                    if i < len(span):
+                        span[i] = max(span[i], n)
+        return tuple(span) == shape
 
     def _any(self, v: Value, src: str) -> str:
         """Name of a bool: does any lane of ``v`` (source ``src``) hold? Evaluated once per

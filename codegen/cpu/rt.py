@@ -223,6 +223,14 @@ def trips(lo: torch.Tensor, hi: torch.Tensor, step: int, act=None):
     return n, (int(n.max()) if n.numel() else 0)
 
 
+def instances(x: torch.Tensor, sel) -> torch.Tensor:
+    """The instances ``sel`` of a varying value (one that turned out the same for every
+    instance, instance axis 1, stays as it is)."""
+    if isinstance(sel, slice) or x.shape[0] == 1:
+        return x
+    return x.index_select(0, sel)
+
+
 _RANKS: dict = {}
 
 
