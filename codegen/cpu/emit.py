@@ -220,6 +220,8 @@ class Emitter:
                 self.emit_pure(f"{', '.join(names)}, = {ml},", *names)
         for name, v in k.dims.items():
             self.names[v] = name
+            self.used.add(f"{name}_int")
+            self.emit_pure(f"{name}_int = {name}", f"{name}_int")     # the Python int (divisors)
             self.emit_pure(f"{name} = rt.const({name}, 'i32', (), {self.G})   # dim", name)
         for v in k.scalars:
             self.names[v] = v.hint
@@ -522,8 +524,13 @@ class Emitter:
                     return f"torch.fmod({x}, {y})"
                 return f"torch.div({x}, {y}, rounding_mode='trunc')"
             fn = "imod" if kind == "mod" else "idiv"
-            # the divisor unbroadcast (a splatted dim): its zero check is then one element
-            y = self._aligned(op.operands[1], len(op.results[0].type.shape))
+            # a dim divides as a Python int (no tensor op to check it for zero); any other
+            # divisor unbroadcast, so a splatted one is checked as one element
+            dv = self.peel(op.operands[1])
+            if dv in self.k.dims.values() and dt == "i32":
+                y = f"{self.n(dv)}_int"
+            else:
+                y = self._aligned(op.operands[1], len(op.results[0].type.shape))
             return f"rt.{fn}({x}, {y}, {act})"
         if kind in _BIN:
             e = f"({x} {_BIN[kind]} {y})"

@@ -178,10 +178,15 @@ def _zero_check(b: torch.Tensor, act) -> None:
         raise ZeroDivisionError("integer division by zero")
 
 
+def _as_i32(b):
+    """A dim passed as a Python int, wrapped to i32 as the reference does with dims."""
+    return b if -2**31 <= b < 2**31 else int(const(b, "i32").reshape(()))
+
+
 def idiv(a, b, act=None):
     """Integer division truncating toward zero; raises for a zero divisor in an active instance."""
-    if b.numel() == 1:              # a splatted divisor (say a dim): a Python int
-        d = int(b.reshape(()))
+    if isinstance(b, int) or b.numel() == 1:      # a dim, or a splatted divisor: a Python int
+        d = _as_i32(b) if isinstance(b, int) else int(b.reshape(()))
         if d == 0 and (act is None or any_(act)):
             raise ZeroDivisionError("integer division by zero")
         return torch.div(a, d or 1, rounding_mode="trunc")
@@ -190,8 +195,8 @@ def idiv(a, b, act=None):
 
 
 def imod(a, b, act=None):
-    if b.numel() == 1:
-        d = int(b.reshape(()))
+    if isinstance(b, int) or b.numel() == 1:
+        d = _as_i32(b) if isinstance(b, int) else int(b.reshape(()))
         if d == 0 and (act is None or any_(act)):
             raise ZeroDivisionError("integer division by zero")
         return torch.fmod(a, d or 1)
