@@ -19,7 +19,8 @@ runs the same tables in bf16 for comparison.
 The reference backend interprets one program instance at a time, so it is timed only on the
 small sizes (skipped above REF_MAX_* below, said so in the table).
 Times are the best (minimum) of repeated runs after one warm-up (robust to other load
-on the machine; the load average is printed), on fresh random (never zero) inputs;
+on the machine; the load average is printed), on fresh random (never zero) inputs; the
+attention backends take turns round by round (the VM's speed drifts);
 every backend's output is checked against torch before timing.
 """
 from __future__ import annotations
@@ -58,6 +59,21 @@ def timeit(fn, budget=0.6, max_reps=30):
         fn()
         ts.append(time.perf_counter() - t0)
     return min(ts)
+
+
+def interleaved(fns: dict, rounds: int) -> dict:
+    """Best time of each fn over rounds that take turns (name -> (fn, runs per round)): a VM
+    whose speed drifts then slows the numerator and the denominator of a ratio alike."""
+    best = {}
+    for fn, _ in fns.values():
+        fn()                                      # warm-up
+    for _ in range(rounds):
+        for name, (fn, reps) in fns.items():
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    return best
 
 
 def to_f32(x):
@@ -169,13 +185,14 @@ def bench_attention(cpu_run, ref_run, dt, rng):
         expected = torch_attention(case, q, kc, vc, bt)
         cpu_run(kern, targs)
         check(targs["O"], expected, dt, f"cpu meta_attention ctx={L}")
-        t_cpu = timeit(lambda: cpu_run(kern, targs))
-        t_ref = None
+        fns = {"cpu": (lambda: cpu_run(kern, targs), 6),
+               "torch": (lambda: torch_attention(case, q, kc, vc, bt), 6)}
         if L <= REF_MAX_CTX:
             ref_run(kern, args)          # numpy arrays; O written in place
             check(args["O"], expected, dt, f"reference meta_attention ctx={L}")
-            t_ref = timeit(lambda: ref_run(kern, args), budget=1.0, max_reps=5)
-        t_torch = timeit(lambda: torch_attention(case, q, kc, vc, bt))
+            fns["ref"] = (lambda: ref_run(kern, args), 1)
+        best = interleaved(fns, rounds=6)
+        t_cpu, t_ref, t_torch = best["cpu"], best.get("ref"), best["torch"]
         RESULTS["attention"].append((L, t_cpu, t_ref, t_torch))
         print(f"| {L} | {p.num_tasks} | {fmt(t_cpu)} | "
               f"{fmt(t_ref) if t_ref else f'skipped (ctx > {REF_MAX_CTX})'} | {fmt(t_torch)} | "
