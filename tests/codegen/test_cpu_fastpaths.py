@@ -246,3 +246,9 @@ def test_select_is_bit_exact(dt):
     a2 = a.reshape(1, 1, 4).expand(2, 1, 4)
     b0 = b[0].reshape(())
     assert torch.equal(rt.select(c, a2, b0).view(torch.uint8), torch.where(c, a2, b0).view(torch.uint8))
+    # past 1e5 lanes select blends bits, and reuses the mask of its previous call
+    cb = c.repeat(1 << 15)
+    ab, bb = a.repeat(1 << 15), b.repeat(1 << 15)
+    for x, y in ((ab, bb), (bb, ab), (ab, b0)):
+        got = rt.select(cb, x, y)
+        assert torch.equal(got.view(torch.uint8), torch.where(cb, x, y).view(torch.uint8))
