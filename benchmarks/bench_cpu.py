@@ -20,7 +20,8 @@ The reference backend interprets one program instance at a time, so it is timed 
 small sizes (skipped above REF_MAX_* below, said so in the table).
 Times are the best (minimum) of repeated runs after one warm-up (robust to other load
 on the machine; the load average is printed), on fresh random (never zero) inputs; the
-attention backends take turns round by round (the VM's speed drifts);
+backends take turns round by round (the VM's speed drifts, and a ratio's two times are
+then taken under the same conditions);
 every backend's output is checked against torch before timing.
 """
 from __future__ import annotations
@@ -47,18 +48,7 @@ GEMM_CFG = dict(BM=32, BN=64, BK=64)
 ATT_CFG = dict(BM=48, BN=128)         # BM a multiple of G = 3; on a CPU long KV tiles pay
                                       # (fewer loop steps, each a bigger batched op)
 REF_MAX_GEMM_M = 256                  # reference backend skipped for larger M
-REF_MAX_CTX = 1024                    # ... and for longer attention contexts
-
-
-def timeit(fn, budget=0.6, max_reps=30):
-    fn()                                          # warm-up (compiles / caches)
-    ts = []
-    t_end = time.perf_counter() + budget
-    while len(ts) < 3 or (time.perf_counter() < t_end and len(ts) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
+REF_MAX_CTX = 2048                    # ... and for longer attention contexts
 
 
 def interleaved(fns: dict, rounds: int) -> dict:
@@ -130,14 +120,15 @@ def bench_gemm(cpu_run, ref_run, dt, rng):
             ct = as_torch(c)             # shares memory with c
             cpu_run(kern, {"A": at, "W": wt, "C": ct})
             check(ct, expected, dt, f"cpu gemm M={m} N={n} K={k}")
-            t_cpu = timeit(lambda: cpu_run(kern, {"A": at, "W": wt, "C": ct}))
-            t_ref = None
+            fns = {"cpu": (lambda: cpu_run(kern, {"A": at, "W": wt, "C": ct}), 8),
+                   "torch": (lambda: torch.matmul(at, wt.T), 8)}
             if m <= REF_MAX_GEMM_M:
                 c2 = np.full((m, n), np.nan, np_dtype(dt))
                 ref_run(kern, {"A": a, "W": w, "C": c2})
                 check(c2, expected, dt, f"reference gemm M={m} N={n} K={k}")
-                t_ref = timeit(lambda: ref_run(kern, {"A": a, "W": w, "C": c2}), budget=0.3, max_reps=3)
-            t_torch = timeit(lambda: torch.matmul(at, wt.T))
+                fns["ref"] = (lambda: ref_run(kern, {"A": a, "W": w, "C": c2}), 1)
+            best = interleaved(fns, rounds=4)
+            t_cpu, t_ref, t_torch = best["cpu"], best.get("ref"), best["torch"]
             gf = 2.0 * m * n * k / t_cpu / 1e9
             RESULTS["gemm"].append((f"{n}x{k}", m, t_cpu, t_ref, t_torch))
             print(f"| {n} x {k} | {m} | {fmt(t_cpu)} | {fmt(t_ref) if t_ref else f'skipped (M > {REF_MAX_GEMM_M})'} | "

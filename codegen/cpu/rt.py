@@ -449,12 +449,14 @@ def dot(x: torch.Tensor, y: torch.Tensor, lead: int, ty: bool = False,
         # x's rows past `valid` are virtual padding, all zero, so their results are all equal
         # (0 @ y: 0, or NaN under a non-finite column of y): multiply the real rows and ONE
         # padding row, and copy that row's result to the others.
-        # rows_dead: the compiler proved those results unobservable; they are left 0.
+        # rows_dead: the compiler proved those results unobservable; they are left unset.
         v = pad[2]
         r = torch.empty(nb, nx * m, ny * n, dtype=torch.float32)
-        if rows_dead:
-            torch.matmul(x2[:, :v], y2, out=r[:, :v])
-            r[:, v:] = 0.0
+        if rows_dead:                 # the rest of r stays unset: nothing reads it
+            if nb == 1:
+                torch.mm(x2[0, :v], y2[0], out=r[0, :v])
+            else:
+                torch.matmul(x2[:, :v], y2, out=r[:, :v])
         else:
             torch.matmul(x2[:, :v + 1], y2, out=r[:, :v + 1])
             r[:, v + 1:] = r[:, v:v + 1]
