@@ -1,7 +1,9 @@
 """The tilec command line: ir and selftest (check is covered with the diagnostics)."""
+import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from tilec.cli import main
@@ -39,6 +41,17 @@ def test_selftest_quick_passes_and_prints_a_table():
     assert p.returncode == 0, p.stdout + p.stderr
     assert "meta_attention" in p.stdout and "pass" in p.stdout
     assert "0 failed" in p.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_selftest_passes_on_the_cpu_and_triton_backends(backend):
+    """The issue's CI gate: `tilec selftest --backend cpu|triton` (Triton interpreted here)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    p = subprocess.run([sys.executable, "-m", "tilec.cli", "selftest", "--backend", backend, "--quick"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    last = p.stdout.splitlines()[-1]
+    assert last.startswith(f"{backend}: ") and " 0 failed" in last and "passed" in last
 
 
 def test_emit_triton_and_cpu_sources():
