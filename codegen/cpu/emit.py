@@ -339,10 +339,11 @@ class Emitter:
         uses = self._uses()
 
         def factors(v):
+            v = self.peel(v)
             o = v.owner
             if isinstance(o, Op) and o.name == "binary" and o.attrs["op"] == "and":
                 return factors(o.operands[0]) + factors(o.operands[1])
-            return [self.peel(v)]
+            return [v]
 
         def visit(b: Block) -> None:
             for i, op in enumerate(b.ops):
@@ -353,7 +354,10 @@ class Emitter:
                 m = op.operands[1 + len(op.attrs["index"])]
                 owned: list = []
                 mine = {op}
-                for o in reversed(b.ops[:i]):
+                # ops before the row-class split stay there (they run on whole tiles)
+                first = self.rowplan.split if (b is self.k.body and self.rowplan is not None
+                                               and i >= self.rowplan.split) else 0
+                for o in reversed(b.ops[first:i]):
                     if o.name in _NOT_HOISTABLE or o.regions or not o.results or o in self.deferred:
                         continue
                     if o.name == "binary" and o.attrs["op"] in ("div", "floordiv", "mod") and \

@@ -204,3 +204,32 @@ def test_empty_tensor_reads_other():
                     ["Y"])
     np.testing.assert_array_equal(c, np.full((4, 4), 5.0, np.float32))
     np.testing.assert_array_equal(r, c)
+
+
+GATED = """
+kernel gated(X: f32[N, D], L: i32[P], F: i32[P], Y: f32[N, D], BR: const = 8, D: const = 8):
+    # a per-instance flag gates a load whose row index is computed before the row flag
+    grid(P)
+    t = program_id(0)
+    n = load(L[t])
+    on = load(F[t]) != 0
+    r = arange(0, BR)
+    rowx = t * BR + r
+    ok = r < n
+    d = arange(0, D)
+    x = load(X[rowx[:, None], d[None, :]], mask=ok[:, None] & on, other=7.0)
+    store(Y[(t * BR + r)[:, None], d[None, :]], x + 1.0, mask=ok[:, None])
+"""
+
+
+def test_flag_guard_and_row_classes_together():
+    kern = _kernel(GATED, "gated")
+    src = cpu.emit(kern)
+    assert "rt.row_classes(" in src and "= rt.any_(on" in src
+    rng = np.random.default_rng(6)
+    live = np.array([3, 8, 0, 1, 8, 2], np.int32)
+    flag = np.array([1, 0, 1, 1, 0, 1], np.int32)
+    args = {"X": _rand(rng, (48, 8)), "L": live, "F": flag, "Y": np.full((48, 8), np.nan, np.float32)}
+    (r, c), = _both(kern, args, ["Y"])
+    _same(r, c)
+    assert (c[8:16] == 8.0).all()                  # flag off: every lane reads other (7) + 1
