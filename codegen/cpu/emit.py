@@ -286,13 +286,13 @@ class Emitter:
         self.emit(f"{live} = rt.live_rows({flag}, _grid[0])")
         self.emit(f"for {sel}, {R} in rt.row_classes({live}, {plan.rows}):")
         self.depth += 1
-        defined, used = set(), []
+        defined, used = set(), {}          # (a dict keeps first-use order)
         for op in rest:
             for o in op.walk():
                 defined.update(o.results)
                 for r in o.regions:
                     defined.update(r.args)
-                used += [v for v in o.operands if v not in used]
+                used.update(dict.fromkeys(o.operands))
         for v in used:
             if v in defined or v not in self.names:
                 continue
