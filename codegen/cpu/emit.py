@@ -132,8 +132,9 @@ class Emitter:
         self.ones = ", ".join(["1"] * self.G)
         self.lead = ", ".join([":"] * self.G)      # index prefix keeping the instance axes
         self.keep = ", ".join(["-1"] * self.G)     # expand() sizes keeping them
-        self.rowplan, self.rowplan_why = rows.analyse(kernel)
-        self.lanes = lanes.Lanes(kernel)
+        dims_uf = rows.unify(kernel)     # which tile dims line up (rows.py, lanes.py)
+        self.rowplan, self.rowplan_why = rows.analyse(kernel, dims_uf)
+        self.lanes = lanes.Lanes(kernel, dims_uf, self._uses())
         self.R = None                    # inside the row-class loop: the name of its row count
         self._vk: dict = {}              # value numbers (vkey)
         self._cse: dict = {}             # access key -> names of an emitted access
@@ -338,12 +339,6 @@ class Emitter:
         full-tile index arithmetic entirely, not just its gather."""
         uses = self._uses()
 
-        def factors(v):
-            v = self.peel(v)
-            o = v.owner
-            if isinstance(o, Op) and o.name == "binary" and o.attrs["op"] == "and":
-                return factors(o.operands[0]) + factors(o.operands[1])
-            return [v]
 
         def visit(b: Block) -> None:
             for i, op in enumerate(b.ops):
@@ -366,7 +361,7 @@ class Emitter:
                     if all(u in mine for r in o.results for u, _ in uses.get(r, [])):
                         owned.append(o)
                         mine.add(o)
-                flags = [f for f in factors(m) if not f.type.shape and
+                flags = [f for f in map(self.peel, rows.and_factors(m)) if not f.type.shape and
                          not (isinstance(f.owner, Op) and f.owner in mine)]
                 if flags and owned:
                     self.guards[op] = (flags[0], owned[::-1])

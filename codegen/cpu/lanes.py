@@ -20,24 +20,27 @@ from __future__ import annotations
 
 from tilec.ir.core import Kernel, Op, Value
 
-from .rows import _and_factors, _peel, _shape, _UF, _unify
+from .rows import and_factors, peel, tile_shape, unify
 
 
 class Lanes:
-    def __init__(self, kernel: Kernel):
-        self.uf = _UF()
-        _unify(kernel, self.uf)
-        self.uses: dict = {}
-        for op in kernel.walk():
-            for v in op.operands:
-                self.uses.setdefault(v, []).append(op)
+    def __init__(self, kernel: Kernel, uf=None, uses: dict | None = None):
+        """``uf``: rows.unify(kernel); ``uses``: value -> [(op, parent op)] (the emitter's);
+        both built here when not given."""
+        self.uf = uf if uf is not None else unify(kernel)
+        if uses is None:
+            uses = {}
+            for op in kernel.walk():
+                for v in op.operands:
+                    uses.setdefault(v, []).append((op, None))
+        self.uses = uses
 
     def flag(self, load: Op):
         """(F, class of F's axis) for a load masked by a per-row flag F, else None."""
         if not load.attrs["has_mask"]:
             return None
-        f = _peel(load.operands[1 + len(load.attrs["index"])])
-        big = [i for i, n in enumerate(_shape(f)) if n > 1]
+        f = peel(load.operands[1 + len(load.attrs["index"])])
+        big = [i for i, n in enumerate(tile_shape(f)) if n > 1]
         if len(big) != 1 or f.type.dtype != "bool":
             return None
         return f, self.uf.find((f, big[0]))
@@ -50,7 +53,7 @@ class Lanes:
         flag, cls = fl
 
         def axes(v: Value) -> list:
-            return [i for i in range(len(_shape(v))) if self.uf.find((v, i)) == cls]
+            return [i for i in range(len(tile_shape(v))) if self.uf.find((v, i)) == cls]
 
         work, seen = [load.results[0]], set()
         while work:
@@ -61,7 +64,7 @@ class Lanes:
             ax = axes(v)
             if len(ax) != 1:
                 return False             # flagged lanes on no axis, or on two: give up
-            for o in self.uses.get(v, []):
+            for o, _ in self.uses.get(v, []):
                 nm = o.name
                 if nm in ("binary", "unary", "cast", "cmp", "trans"):
                     work.append(o.results[0])
@@ -74,7 +77,7 @@ class Lanes:
                     c, a, b = o.operands
                     if v is not a or v is b or v is c:
                         return False
-                    if not any(_peel(f) is flag for f in _and_factors(c)):
+                    if not any(peel(f) is flag for f in and_factors(c)):
                         work.append(o.results[0])
                 else:
                     return False

@@ -59,18 +59,25 @@ class _UF:
             self.parent[ra] = rb
 
 
-def _shape(v: Value) -> tuple:
+def tile_shape(v: Value) -> tuple:
     return tuple(getattr(v.type, "shape", ()) or ())
 
 
 def _join_aligned(uf: _UF, res: Value, others) -> None:
     """Load/store operands broadcast left-aligned against the access shape (as the emitter
     does): dims of equal, non-unit size line up."""
-    rs = _shape(res)
+    rs = tile_shape(res)
     for v in others:
-        for i, n in enumerate(_shape(v)):
+        for i, n in enumerate(tile_shape(v)):
             if i < len(rs) and n == rs[i] and n > 1:
                 uf.union((res, i), (v, i))
+
+
+def unify(kernel: Kernel) -> _UF:
+    """The union-find of the kernel's tile dims (shared by this analysis and lanes.py)."""
+    uf = _UF()
+    _unify(kernel, uf)
+    return uf
 
 
 def _unify(kernel: Kernel, uf: _UF) -> None:
@@ -79,24 +86,24 @@ def _unify(kernel: Kernel, uf: _UF) -> None:
         res = op.results[0] if op.results else None
         if nm in _ELEMENTWISE:
             for v in op.operands:
-                if len(_shape(v)) == len(_shape(res)):
-                    for i in range(len(_shape(res))):
+                if len(tile_shape(v)) == len(tile_shape(res)):
+                    for i in range(len(tile_shape(res))):
                         uf.union((res, i), (v, i))
         elif nm == "broadcast":
             src = op.operands[0]
-            for i, (a, b) in enumerate(zip(_shape(src), _shape(res))):
+            for i, (a, b) in enumerate(zip(tile_shape(src), tile_shape(res))):
                 if a == b:
                     uf.union((res, i), (src, i))
         elif nm == "expand_dims":
             src, ax = op.operands[0], op.attrs["axis"]
-            for i in range(len(_shape(src))):
+            for i in range(len(tile_shape(src))):
                 uf.union((res, i + (i >= ax)), (src, i))
         elif nm == "trans":
             uf.union((res, 0), (op.operands[0], 1))
             uf.union((res, 1), (op.operands[0], 0))
         elif nm == "reduce":
             src, ax = op.operands[0], op.attrs["axis"]
-            for i in range(len(_shape(res))):
+            for i in range(len(tile_shape(res))):
                 uf.union((res, i), (src, i + (i >= ax)))
         elif nm == "dot":
             x, y = op.operands
@@ -113,35 +120,35 @@ def _unify(kernel: Kernel, uf: _UF) -> None:
             body = op.regions[0]
             for init, arg, y, r in zip(op.operands[2:], body.args[1:], body.terminator.operands,
                                        op.results):
-                for i in range(len(_shape(r))):
+                for i in range(len(tile_shape(r))):
                     for v in (init, arg, y):
                         uf.union((r, i), (v, i))
         elif nm == "if":
             then, els = op.regions
             for i_, r in enumerate(op.results):
-                for i in range(len(_shape(r))):
+                for i in range(len(tile_shape(r))):
                     uf.union((r, i), (then.terminator.operands[i_], i))
                     uf.union((r, i), (els.terminator.operands[i_], i))
 
 
-def _peel(v: Value) -> Value:
+def peel(v: Value) -> Value:
     while isinstance(v.owner, Op) and v.owner.name in ("broadcast", "splat", "expand_dims"):
         v = v.owner.operands[0]
     return v
 
 
 def _nonzero_constant(v: Value) -> bool:
-    v = _peel(v)
+    v = peel(v)
     o = v.owner
     return isinstance(o, Op) and o.name == "constant" and o.attrs["value"] != 0
 
 
-def _and_factors(v: Value) -> list:
+def and_factors(v: Value) -> list:
     o = v.owner
     if isinstance(o, Op) and o.name == "binary" and o.attrs["op"] == "and":
-        return _and_factors(o.operands[0]) + _and_factors(o.operands[1])
+        return and_factors(o.operands[0]) + and_factors(o.operands[1])
     if isinstance(o, Op) and o.name in ("broadcast", "expand_dims"):
-        return [v] + _and_factors(o.operands[0])
+        return [v] + and_factors(o.operands[0])
     return [v]
 
 
@@ -151,26 +158,26 @@ def _row_flags(store: Op) -> list:
         return []
     mask = store.operands[2 + len(store.attrs["index"])]
     out = []
-    for f in _and_factors(mask):
-        b = _peel(f)
-        big = [i for i, n in enumerate(_shape(b)) if n > 1]
+    for f in and_factors(mask):
+        b = peel(f)
+        big = [i for i, n in enumerate(tile_shape(b)) if n > 1]
         if len(big) == 1 and b.type.dtype == "bool" and b not in out:
             out.append(b)
     return out
 
 
-def analyse(kernel: Kernel) -> tuple[RowPlan | None, str]:
-    """(plan, "") when the kernel's rows can be cut per instance, else (None, why not)."""
+def analyse(kernel: Kernel, uf: _UF | None = None) -> tuple[RowPlan | None, str]:
+    """(plan, "") when the kernel's rows can be cut per instance, else (None, why not).
+    ``uf``: the kernel's dim union-find (unify), if the caller has built it already."""
     if kernel.grid_rank != 1:
         return None, "grid rank is not 1"
-    uf = _UF()
-    _unify(kernel, uf)
+    uf = uf if uf is not None else unify(kernel)
     stores = [op for op in kernel.walk() if op.name == "store"]
     top = {r: i for i, op in enumerate(kernel.body.ops) for r in op.results}
     why = "no store masked by a per-row flag"
     for st in stores:
         for flag in _row_flags(st):
-            (ax,) = [i for i, n in enumerate(_shape(flag)) if n > 1]
+            (ax,) = [i for i, n in enumerate(tile_shape(flag)) if n > 1]
             if flag not in top:
                 why = "the per-row flag is not computed at the top level of the kernel"
                 continue
@@ -182,19 +189,19 @@ def analyse(kernel: Kernel) -> tuple[RowPlan | None, str]:
 
 def _check(kernel, uf, flag, ax, split, stores):
     cls = uf.find((flag, ax))
-    bm = _shape(flag)[ax]
+    bm = tile_shape(flag)[ax]
     dims: dict = {}
 
     def on_row(v: Value) -> tuple:
         if v not in dims:
-            dims[v] = tuple(i for i in range(len(_shape(v))) if uf.find((v, i)) == cls)
+            dims[v] = tuple(i for i in range(len(tile_shape(v))) if uf.find((v, i)) == cls)
         return dims[v]
 
     for op in kernel.walk():
         vals = list(op.operands) + list(op.results) + [a for r in op.regions for a in r.args]
         for v in vals:
             for i in on_row(v):
-                if _shape(v)[i] != bm:
+                if tile_shape(v)[i] != bm:
                     return None, f"row axis has sizes other than {bm}"
         nm = op.name
         if nm == "reduce" and op.attrs["axis"] in on_row(op.operands[0]):
@@ -211,7 +218,7 @@ def _check(kernel, uf, flag, ax, split, stores):
             nidx = len(op.attrs["index"])
             acc = op.results[0] if nm == "load" else op.operands[1 + nidx]
             nsl = sum(1 for k in op.attrs["index"] if k[0] == "slice")
-            rank = len(_shape(acc))
+            rank = len(tile_shape(acc))
             if nsl and any(i >= rank - nsl for i in on_row(acc)):
                 return None, "a slice index on the row axis"
     for st in stores:
