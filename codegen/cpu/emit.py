@@ -138,14 +138,12 @@ class Emitter:
         self.R = None                    # inside the row-class loop: the name of its row count
         self._vk: dict = {}              # value numbers (vkey)
         self._cse: dict = {}             # access key -> names of an emitted access
-        self._pure_cse: dict = {}        # value number -> (name, scope) of an emitted pure op
+        self._named: dict = {}           # (kind, key) -> (name, scope): see _named_get
         self.blocks: list = []           # ids of the Python blocks enclosing the current line
         self.block_ids = 0
         self.guard = None                # inside a load's guard: (mask key, scope outside it)
         self.guards: dict = {}           # masked load -> (per-instance mask factor, ops it owns)
         self._zeros: dict = {}           # dtype -> module-level zero (a load's default other)
-        self._rows_cache: dict = {}      # table row loads (_table_row)
-        self._any_cache: dict = {}       # guard flags already evaluated (_any)
         self.pre_idx: dict = {}          # (access op, dim) -> index pieces hoisted out of a loop
         self.deferred: dict = {}         # op -> the load whose guard computes it
         self._plan_guards()
@@ -309,10 +307,8 @@ class Emitter:
             self.emit_pure(f"{new} = {src}" + (f"[{', '.join(ix)}]" if ix else ""), new)
             self.names[v] = new
             self.hoisted.discard(v)
-        self._pure_cse.clear()           # values before the split have whole-tile shapes
+        self._named.clear()              # values before the split have whole-tile shapes
         self._cse.clear()
-        self._any_cache.clear()
-        self._rows_cache.clear()
         self.pids = self.fresh("_pids_c")
         self.emit_pure(f"{self.pids} = (_pids[0][{sel}],)", self.pids)
         self.R = R
@@ -412,10 +408,9 @@ class Emitter:
             return self.load_op(op)
         r = op.results[0]
         if op.name in _CSE_OPS and not self.is_hoistable(op):
-            hit = self._pure_cse.get(self.ckey(r))
-            here = self._scope()
-            if hit is not None and here[:len(hit[1])] == hit[1]:
-                self.names[r] = hit[0]   # the same value, computed earlier in this block
+            hit = self._named_get("pure", self.ckey(r))
+            if hit is not None:
+                self.names[r] = hit      # the same value, computed earlier in this block
                 return
         expr = self.expr(op)
         name = self.bind(r)
@@ -424,7 +419,7 @@ class Emitter:
             self.hoisted.add(r)
         else:
             if op.name in _CSE_OPS:
-                self._pure_cse[self.ckey(r)] = (name, self._scope())
+                self._named_put("pure", self.ckey(r), name)
             if op.name != "binary" or not D.is_int(r.type.dtype) or \
                     op.attrs["op"] not in ("div", "floordiv", "mod"):
                 self.emit_pure(f"{name} = {expr}  # {comment}", name)
@@ -640,6 +635,17 @@ class Emitter:
             self._vk[v] = k
         return k
 
+    def _named_get(self, kind: str, key):
+        """A name bound earlier to the same thing (a pure value, a table row, a guard flag)
+        in this Python block or an enclosing one, else None."""
+        hit = self._named.get((kind, key))
+        if hit is not None and self._scope()[:len(hit[1])] == hit[1]:
+            return hit[0]
+        return None
+
+    def _named_put(self, kind: str, key, name: str) -> None:
+        self._named[(kind, key)] = (name, self._scope())
+
     def ckey(self, v: Value):
         """vkey plus the value's row-class axes: in the row-class loop two equal values may
         differ in shape (one cut to the class' rows, one not)."""
@@ -707,6 +713,14 @@ class Emitter:
                 continue
             if kd[0] == "tile":
                 v = self.peel(v)
+            size = self._size(v, kd[1] if kd[0] == "slice" else None)
+            if kd[0] != "slice" and v not in self.hoisted:      # a run-time index
+                _, c, check, clamped = self._dim_pieces(op, d, v, R, full_tile, t)
+                if check is not None:
+                    checks.append((size, check))
+                clamped_check |= clamped
+                idx.append((size, d, c))
+                continue
             src = self.n(v)
             if kd[0] == "slice":
                 s = [1] * R
@@ -718,9 +732,7 @@ class Emitter:
             else:
                 r0 = len(v.type.shape)
                 e = f"{src}.long()" + (f"[{self.lead}{', None' * (R - r0)}]" if R > r0 else "")
-            lo_ok = False
-            hoisted = v in self.hoisted
-            if hoisted:                  # the index is known now: bind it at module level
+            if v in self.hoisted:        # the index is known now: bind it at module level
                 nm = self.fresh(f"_ix_{t}{d}")
                 self.hoist(nm, e)
                 e = nm
@@ -728,20 +740,10 @@ class Emitter:
             else:
                 nm = self.fresh(f"_ix{d}")
                 self.emit(f"{nm} = {e}")
-                e = nm
-            size = self._size(v, kd[1] if kd[0] == "slice" else None)
+                e, lo_ok = nm, False
             c = e if full_tile else f"{e}.clamp(0, {t}_m{d})"
             if op.attrs["masked"][d]:
-                if full_tile or hoisted:
-                    checks.append((size, f"({e} < {t}_n{d})" if lo_ok else f"(({e} >= 0) & ({e} < {t}_n{d}))"))
-                else:
-                    # inside iff clamping leaves it alone: the clamp the index needs anyway
-                    # plus one compare (an empty dim is caught by {t}_ne below)
-                    cn = self.fresh(f"_c{d}")
-                    self.emit(f"{cn} = {c}")
-                    c = cn
-                    checks.append((size, f"({cn} == {e})"))
-                    clamped_check = True
+                checks.append((size, f"({e} < {t}_n{d})" if lo_ok else f"(({e} >= 0) & ({e} < {t}_n{d}))"))
             idx.append((size, d, c))
         # per-dim validity first (small broadcastable tensors), then one combination;
         # indices are clamped per dim (cheap) unless a full-size gather index makes one final
@@ -789,6 +791,27 @@ class Emitter:
             kd[0] == "tile" and tuple(self.peel(v).type.shape) == bshape
             for kd, v in zip(kinds, op.operands[1:1 + len(kinds)]))
 
+    def _dim_pieces(self, op: Op, d: int, v: Value, R: int, full_tile: bool, t: str, pure=False):
+        """One tile/scalar index dim of an access, computed at run time: (index name, clamped
+        index, validity expression or None, whether validity uses the clamp). Masked dims
+        are inside iff clamping leaves the index alone: the clamp the index needs anyway plus
+        one compare (an empty dim is caught by {t}_ne in _access); with a full-size index
+        the linear index is clamped once instead, so the check is two compares."""
+        def bind(hint, expr):
+            name = self.fresh(hint)
+            (self.emit_pure(f"{name} = {expr}", name) if pure else self.emit(f"{name} = {expr}"))
+            return name
+        r0 = len(v.type.shape)
+        e = bind(f"_ix{d}", f"{self.n(v)}.long()" + (f"[{self.lead}{', None' * (R - r0)}]" if R > r0 else ""))
+        if full_tile:
+            check = f"(({e} >= 0) & ({e} < {t}_n{d}))" if op.attrs["masked"][d] else None
+            return e, e, check, False
+        c = f"{e}.clamp(0, {t}_m{d})"
+        if not op.attrs["masked"][d]:
+            return e, c, None, False
+        c = bind(f"_c{d}", c)
+        return e, c, f"({c} == {e})", True
+
     def invariant_indices(self, body: Block, inside: set) -> None:
         """Index pieces of the loop body's loads and stores that do not change between
         iterations (the KV head, the sequence's block-table row): converted, clamped and
@@ -811,21 +834,12 @@ class Emitter:
                 v = self.peel(v) if kd[0] == "tile" else v
                 if v in inside or v in self.hoisted or v not in self.names:
                     continue
-                r0 = len(v.type.shape)
-                e = self.fresh(f"_ix{d}")
-                self.emit_pure(f"{e} = {self.n(v)}.long()" +
-                               (f"[{self.lead}{', None' * (R - r0)}]" if R > r0 else ""), e)
                 size = self._size(v)
-                c, check, clamped = (e if full_tile else f"{e}.clamp(0, {t}_m{d})"), None, False
-                if op.attrs["masked"][d]:
-                    check = self.fresh(f"_in{d}")
-                    if full_tile:
-                        self.emit_pure(f"{check} = (({e} >= 0) & ({e} < {t}_n{d}))", check)
-                    else:
-                        cn = self.fresh(f"_c{d}")
-                        self.emit_pure(f"{cn} = {c}", cn)
-                        self.emit_pure(f"{check} = ({cn} == {e})", check)
-                        c, clamped = cn, True
+                e, c, check, clamped = self._dim_pieces(op, d, v, R, full_tile, t, pure=True)
+                if check is not None:
+                    name = self.fresh(f"_in{d}")
+                    self.emit_pure(f"{name} = {check}", name)
+                    check = name
                 self.pre_idx[(op, d)] = (size, c, check, clamped)
 
     def _cse_hit(self, ckey):
@@ -1012,13 +1026,13 @@ class Emitter:
         whole = list(dims)
         whole[d] = ("0", str(n), None, True)
         key = (tensor, tuple(whole[:d] + whole[d + 1:]), d, other)
-        hit = self._rows_cache.get(key)
-        if hit is None or self._scope()[:len(hit[1])] != hit[1]:
+        name = self._named_get("row", key)
+        if name is None:
             name = self.fresh(f"_{self.n(tensor)}_row")
             self.emit(f"{name} = rt.tile_load({self.n(tensor)}, {self.G}, _grid, {self._dims_src(whole)}, {other})")
-            hit = self._rows_cache[key] = (name, self._scope())
+            self._named_put("row", key, name)
         pos = sum(1 for x in dims[:d] if x[3])
-        return f"{hit[0]}[{self.lead}, {':, ' * pos}{c}]"
+        return f"{name}[{self.lead}, {':, ' * pos}{c}]"
 
     def _blocked_store(self, op: Op) -> bool:
         if self.act is not None:
@@ -1126,13 +1140,11 @@ class Emitter:
         """Name of a bool: does any lane of ``v`` (source ``src``) hold? Evaluated once per
         block: K and V gathers share their guard, a per-instance flag is tested before the
         loop (invariant_indices)."""
-        key = self.ckey(v)
-        hit = self._any_cache.get(key)
-        if hit is not None and self._scope()[:len(hit[1])] == hit[1]:
-            return hit[0]
-        g = self.fresh("_some")
-        self.emit(f"{g} = rt.any_({src})")
-        self._any_cache[key] = (g, self._scope())
+        g = self._named_get("any", self.ckey(v))
+        if g is None:
+            g = self.fresh("_some")
+            self.emit(f"{g} = rt.any_({src})")
+            self._named_put("any", self.ckey(v), g)
         return g
 
     def _other(self, op: Op) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from tilec.ir.core import Kernel, Op, Value
 
-from .rows import and_factors, peel, tile_shape, unify
+from .rows import and_factors, flag_axis, peel, tile_shape, unify
 
 
 class Lanes:
@@ -40,10 +40,8 @@ class Lanes:
         if not load.attrs["has_mask"]:
             return None
         f = peel(load.operands[1 + len(load.attrs["index"])])
-        big = [i for i, n in enumerate(tile_shape(f)) if n > 1]
-        if len(big) != 1 or f.type.dtype != "bool":
-            return None
-        return f, self.uf.find((f, big[0]))
+        ax = flag_axis(f)
+        return None if ax is None else (f, self.uf.find((f, ax)))
 
     def unobserved(self, load: Op) -> bool:
         """Whether the lanes ``load``'s per-row flag switches off are never observed."""

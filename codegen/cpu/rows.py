@@ -152,17 +152,21 @@ def and_factors(v: Value) -> list:
     return [v]
 
 
+def flag_axis(v: Value) -> int | None:
+    """The axis of a per-row flag (a bool tile with one non-unit dim), else None."""
+    big = [i for i, n in enumerate(tile_shape(v)) if n > 1]
+    return big[0] if len(big) == 1 and v.type.dtype == "bool" else None
+
+
 def _row_flags(store: Op) -> list:
     """Candidate per-row flags of a store's mask: AND-factors with one non-unit dim."""
     if not store.attrs["has_mask"]:
         return []
     mask = store.operands[2 + len(store.attrs["index"])]
     out = []
-    for f in and_factors(mask):
-        b = peel(f)
-        big = [i for i, n in enumerate(tile_shape(b)) if n > 1]
-        if len(big) == 1 and b.type.dtype == "bool" and b not in out:
-            out.append(b)
+    for f in map(peel, and_factors(mask)):
+        if flag_axis(f) is not None and f not in out:
+            out.append(f)
     return out
 
 
@@ -177,7 +181,7 @@ def analyse(kernel: Kernel, uf: _UF | None = None) -> tuple[RowPlan | None, str]
     why = "no store masked by a per-row flag"
     for st in stores:
         for flag in _row_flags(st):
-            (ax,) = [i for i, n in enumerate(tile_shape(flag)) if n > 1]
+            ax = flag_axis(flag)
             if flag not in top:
                 why = "the per-row flag is not computed at the top level of the kernel"
                 continue

@@ -184,25 +184,35 @@ def _as_i32(b):
     return b if -2**31 <= b < 2**31 else int(const(b, "i32").reshape(()))
 
 
+def _int_divisor(b, act):
+    """A divisor that is one number (a dim as a Python int, or a splatted tile) as a Python
+    int, raising for zero when an instance is active; None for a tile divisor."""
+    if isinstance(b, int):
+        d = _as_i32(b)
+    elif b.numel() == 1:
+        d = int(b.reshape(()))
+    else:
+        return None
+    if d == 0 and (act is None or any_(act)):
+        raise ZeroDivisionError("integer division by zero")
+    return d or 1          # inactive instances divide by 1: their values are never used
+
+
+def _safe(b, act):
+    """A tile divisor checked for zero in active instances, zeros replaced by 1."""
+    _zero_check(b, act)
+    return torch.where(b == 0, torch.ones_like(b), b)
+
+
 def idiv(a, b, act=None):
     """Integer division truncating toward zero; raises for a zero divisor in an active instance."""
-    if isinstance(b, int) or b.numel() == 1:      # a dim, or a splatted divisor: a Python int
-        d = _as_i32(b) if isinstance(b, int) else int(b.reshape(()))
-        if d == 0 and (act is None or any_(act)):
-            raise ZeroDivisionError("integer division by zero")
-        return torch.div(a, d or 1, rounding_mode="trunc")
-    _zero_check(b, act)
-    return torch.div(a, torch.where(b == 0, torch.ones_like(b), b), rounding_mode="trunc")
+    d = _int_divisor(b, act)
+    return torch.div(a, _safe(b, act) if d is None else d, rounding_mode="trunc")
 
 
 def imod(a, b, act=None):
-    if isinstance(b, int) or b.numel() == 1:
-        d = _as_i32(b) if isinstance(b, int) else int(b.reshape(()))
-        if d == 0 and (act is None or any_(act)):
-            raise ZeroDivisionError("integer division by zero")
-        return torch.fmod(a, d or 1)
-    _zero_check(b, act)
-    return torch.fmod(a, torch.where(b == 0, torch.ones_like(b), b))
+    d = _int_divisor(b, act)
+    return torch.fmod(a, _safe(b, act) if d is None else d)
 
 
 def iv_range(lo: torch.Tensor, hi: torch.Tensor, step: int):
