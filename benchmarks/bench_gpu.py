@@ -89,7 +89,7 @@ def tilec_launcher(kernel, args):
     import codegen.triton as TT
     from codegen.launch import bind
     launch = bind(kernel, args)
-    fn, _ = TT.compile(kernel)
+    fn = TT.compile(kernel).fn
     call = []
     for tp in kernel.tensors:
         t = launch.tensors[tp.name]

@@ -7,15 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tilec.ir.core import Loc   # a source position is part of the IR (ops carry one)
 
-@dataclass(frozen=True)
-class Loc:
-    line: int
-    col: int
-    end_col: int | None = None   # exclusive; used to draw ~~~ under a whole token when known
-
-    def __str__(self) -> str:
-        return f"{self.line}:{self.col}"
+__all__ = ["Loc", "Diagnostic", "Source", "DiagnosticSink", "CompileError"]
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,28 @@
-"""Opening an artifact directory written by ``tilec compile`` (DESIGN.md "Runtime").
+"""Opening an artifact directory written by ``tilec compile`` and running it (DESIGN.md "Runtime").
 
     arts = open_artifacts("artifacts/", backend="cpu", target="cpu")
-    k = arts.kernel("smooth_gemm_t", BM=32, BN=32, BK=32, DT="f16")   # a loaded specialisation
-    kernel, binding = arts.gemm(M=33, N=64, K=64, dtype="f16")         # table lookup
-    c = arts.linear(x, w)                                              # C = x @ w^T
+    y = arts.linear(x, w)                           # C = x @ w^T, GEMM variant picked for (M, N, K)
+    arts.rmsnorm(x, w, eps, residual=r, out=y)      # r += x; y = rmsnorm(r) * w
+    arts.rope(q, positions, cos, sin)               # in place
+    arts.silu_mul(gate, up, out=h)
+    e = arts.embed(table, ids)
+    arts.kv_write(k, v, k_cache, v_cache, slots)    # paged KV rows by slot mapping
     p = arts.plan(stages, num_kv_heads=8, group=4, head_dim=128)       # once per step
     arts.run(p, q, k_cache, v_cache, block_table, out)                 # every layer, one launch
+    lk = arts.kernel("rmsnorm", BM=4, BN=1024, DT="f32")               # any entry, by name
+    lk({"X": x, "W": w, "Y": y, "eps": 1e-5})
+
+Every entry point takes torch tensors and returns torch tensors on the same device (numpy
+arrays are accepted and viewed without a copy; the result then comes back as numpy). Bad
+arguments raise ``InvalidArgument`` (a ValueError) naming the argument; M = 0 is a no-op.
 
 ``open_artifacts`` refuses (``ArtifactError``, one line naming the ``tilec compile`` command
 that rebuilds the directory) a missing directory, a missing or corrupted manifest, entries
 whose files do not hash to the manifest (``tilec.cache.verify``), and a directory built by
-another compiler version.
-
-The IR text stored in an entry is not parseable back, so a specialisation is loaded by
-re-compiling the library kernel with the entry's binding and checking that the printed IR
-hashes (``tilec.cache.cache_key``) to the entry's key: the artifact really is this kernel.
+another compiler version. Entries then run from their own files (runtime/loader.py): the
+generated code, the launch signature and, for IR launchers, the serialised IR, each re-hashed
+just before its code first runs. The frontend is never imported, so a deployed directory runs
+without the compiler, and a user's own kernels open by name like the library's.
 
 GEMM selection: the *tuned* table ``tilec tune`` wrote for this (backend, target)
 (``DIR/tuning/<backend>-<target>.json``, recorded in the manifest) for the (N, K) shapes and
@@ -22,20 +30,25 @@ M buckets it covers; everything else uses the *default* table, computed at open 
 available variants. Default, per (kernel, dtype) and per M bucket (M rounded up to a power of
 two, capped at 128): the smallest available BM >= the bucket (else the largest BM). BN / BK:
 the largest available value dividing N / K, else the largest available value. A lookup that
-was answered once is one dict access.
+was answered once is one dict access. The layer kernels pick by rule: rmsnorm/add_rmsnorm the
+smallest BN covering N, rope and kv_write the head dim, silu_mul the larger BM for long
+batches.
 
 Attention: ``plan()`` picks a tile (BM rows) per stage kind, from the tuned table or by
 default the available BM closest below the paper's (prefill 128, verify 64, decode 16) for the
 model's (G, D, dtype); the launch variant's BM is the largest tile of the kinds present.
 ``run()`` launches ONE meta_attention kernel for the whole batch from the plan's task table;
-the same plan serves every layer of a step. Kernels run through ``runtime.launchers`` (cpu,
-triton, ascend-sim), so this module stays backend-agnostic.
+the same plan serves every layer of a step. Before the first launch of a plan with a given
+block table, every index the kernel will follow is checked (runtime/checks.py): stage
+sequences, table width against contexts, every block against the cache. On CUDA the task
+table, tree mask and block table go into persistent device buffers refilled in place once per
+plan (nothing is copied per layer, and a CUDA graph could capture the launches).
 
 Ascend: ``tilec compile --target ascend910b2`` writes entries of backend "ascend" (Ascend C
-sources). ``open_artifacts(DIR, backend="ascend-sim", target="ascend910b2")`` opens those
-entries and runs them on the tile-machine simulator (numpy results, MODELLED cycles: each launch
-returns the simulator's Stats); ``backend="npu"`` opens them for a real NPU, whose launcher
-says plainly that CANN / torch_npu are absent. ``backend="ascend"`` means ascend-sim.
+sources, the lowered program). ``open_artifacts(DIR, backend="ascend-sim",
+target="ascend910b2")`` runs them on the tile-machine simulator (numpy results, MODELLED cycles:
+each launch returns the simulator's Stats); ``backend="npu"`` opens them for a real NPU, whose
+launcher says plainly that CANN / torch_npu are absent. ``backend="ascend"`` means ascend-sim.
 """
 from __future__ import annotations
 
@@ -43,12 +56,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from runtime import checks as _chk
 from runtime import launchers as _launchers
 from runtime import plan as _plan
+from runtime.checks import InvalidArgument
+from runtime.loader import EntryError, LoadedKernel, load_entry
 from tilec import cache as _cache
 
-__all__ = ["ArtifactError", "Artifacts", "open_artifacts", "M_BUCKETS", "tuning_name"]
+__all__ = ["ArtifactError", "Artifacts", "InvalidArgument", "open_artifacts", "M_BUCKETS", "tuning_name"]
 
 M_CAP = 128
 M_BUCKETS = tuple(1 << i for i in range(8))  # 1, 2, ..., 128
@@ -76,12 +93,6 @@ def _fmt(binding: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(binding.items()))
 
 
-_NP_DT = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32"}
-try:
-    import ml_dtypes
-    _NP_DT[np.dtype(ml_dtypes.bfloat16)] = "bf16"
-except ImportError:     # pragma: no cover
-    pass
 
 # launcher name -> the backend of the entries it runs (the rest run entries of their own name)
 LAUNCHER_ENTRIES = {"ascend-sim": "ascend", "npu": "ascend"}
@@ -97,16 +108,6 @@ def tuning_name(backend: str, target: str) -> str:
 
 def _tune_cmd(target: str, out) -> str:
     return f"tilec tune {out} --target {target}"
-
-
-def _dtype_name(x) -> str:
-    dt = getattr(x, "dtype", None)
-    try:
-        return _NP_DT[np.dtype(dt)]
-    except (KeyError, TypeError):
-        pass
-    name = str(dt).replace("torch.", "")
-    return {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}.get(name, name)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Artifacts:
         self.target = target
         self.version = _cache.compiler_version()
         self._entries: dict[tuple, _Entry] = {}
+        self._manifest_entries = manifest["entries"]
         for key, e in manifest["entries"].items():
             if e.get("backend") != backend or e.get("target") != target:
                 continue
@@ -148,6 +150,8 @@ class Artifacts:
                     q: next((bm for bm in bms if bm >= q), bms[-1]) for q in M_BUCKETS}
         self._fast: dict[tuple, tuple] = {}     # (kname, dtype, N, K, bucket) -> (kernel, binding)
         self._attn_memo: dict[tuple, dict] = {}
+        self._rule_memo: dict[tuple, LoadedKernel] = {}
+        self._buffers: dict = {}        # device -> persistent plan buffers (CUDA)
         self._launch = None
         tuned = manifest.get("tuning", {})
         self.tuning_file = tuning_name(backend, target) if tuning_name(backend, target) in tuned else None
@@ -228,9 +232,9 @@ class Artifacts:
 
     # ------------------------------------------------------------------ loading
 
-    def kernel(self, name: str, **binding):
-        """The specialisation of library kernel ``name`` for ``binding`` (a tilec IR Kernel),
-        re-compiled and checked against the entry's key; cached."""
+    def kernel(self, name: str, **binding) -> LoadedKernel:
+        """The entry for kernel ``name`` with ``binding``, loaded from its own files (hashes
+        checked just before its code is first executed); cached."""
         bk = _bkey(binding)
         hit = self._loaded.get((name, bk))
         if hit is not None:
@@ -240,21 +244,12 @@ class Artifacts:
             raise ArtifactError(
                 f"{self.path}: no {self.backend}/{self.target} variant of {name} with {_fmt(binding) or 'no binding'}; "
                 f"add it to the variant space and run: {_cmd(self.target, self.path, name)}")
-        from frontend.diagnostics import CompileError
-        from tilec.compiler import compile_file
-        from tilec.ir.printer import print_kernel
-        from tilec.kernels import find_kernel
         try:
-            k = compile_file(find_kernel(name), name, dict(binding))[name]
-        except (KeyError, CompileError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ArtifactError(f"{self.path}: cannot re-compile {name} {_fmt(binding)}: {msg}") from None
-        if _cache.cache_key(print_kernel(k), self.backend, self.target, self.version) != ent.key:
-            raise ArtifactError(
-                f"{self.path}: entry {ent.key[:16]} ({name} {_fmt(binding)}) does not match the library "
-                f"source; rebuild with: {_cmd(self.target, self.path)}")
-        self._loaded[(name, bk)] = k
-        return k
+            lk = load_entry(self.path, self._manifest_entries[ent.key], self.launcher, self.target)
+        except EntryError as e:
+            raise ArtifactError(f"{e}; rebuild with: {_cmd(self.target, self.path)}") from None
+        self._loaded[(name, bk)] = lk
+        return lk
 
     # ------------------------------------------------------------------ GEMM selection
 
@@ -299,20 +294,162 @@ class Artifacts:
         return self.kernel(kname, **binding), binding
 
     def linear(self, x, w, out=None):
-        """``C = x @ w^T`` (x: [M, K], w: [N, K], numpy f16) through the selected variant on
-        this directory's launcher; rows past M are virtual padding (nothing is copied)."""
-        x = np.asarray(x)
-        w = np.asarray(w)
-        if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
-            raise ValueError(f"linear: expected x [M, K] and w [N, K], got {x.shape} and {w.shape}")
-        if x.dtype != w.dtype or x.dtype not in _NP_DT:
-            raise ValueError(f"linear: x and w must share a dtype among {sorted(map(str, _NP_DT))}")
-        M, K = x.shape
-        N = w.shape[0]
-        kernel, _ = self.gemm(M, N, K, _NP_DT[x.dtype], trans_b=True)
-        c = np.empty((M, N), dtype=x.dtype) if out is None else out
-        self.launch(kernel, {"A": x, "W": w, "C": c})
-        return c
+        """``C = x @ w^T`` (x [M, K], w [N, K]) through the selected variant; rows past M are
+        virtual padding (nothing is copied or padded). Returns ``out`` (allocated if None)."""
+        xt, wt = _chk.as_tensor(x, "linear: x"), _chk.as_tensor(w, "linear: w")
+        _chk.check_2d(xt, "linear: x")
+        _chk.check_2d(wt, "linear: w")
+        if xt.shape[1] != wt.shape[1]:
+            raise InvalidArgument(f"linear: x is [M, K] = {tuple(xt.shape)} but w is [N, K] = {tuple(wt.shape)}")
+        _chk.check_same(xt, wt, "linear: w", "x")
+        M, K = xt.shape
+        N = wt.shape[0]
+        c = self._out(out, (M, N), xt, "linear: out")
+        if M:
+            kernel, _ = self.gemm(M, N, K, _chk.dtype_name(xt, "linear: x"), trans_b=True)
+            kernel({"A": xt, "W": wt, "C": c})
+        return _chk.like_input(c, x if out is None else out)
+
+    @staticmethod
+    def _out(out, shape, ref, what):
+        if out is None:
+            return torch.empty(shape, dtype=ref.dtype, device=ref.device)
+        return _chk.check_out(out, shape, ref, what)
+
+    # ------------------------------------------------------------------ layer kernels
+
+    def _pick(self, kname: str, dtype: str, want: dict, prefer=None, why: tuple = ()) -> LoadedKernel:
+        """The variant of a layer kernel with DT=dtype and the consts in ``want`` (exact), the
+        rest chosen by ``prefer(binding) -> sort key`` (smallest wins; None: does not fit);
+        memoised on ``why``, the values ``prefer`` depends on."""
+        mk = (kname, dtype, tuple(sorted(want.items())), why)
+        hit = self._rule_memo.get(mk)
+        if hit is not None:
+            return hit
+        cands = [e.binding for (kn, _), e in self._entries.items()
+                 if kn == kname and e.binding.get("DT") == dtype
+                 and all(e.binding.get(k) == v for k, v in want.items())]
+        if prefer is not None:
+            cands = [b for b in cands if prefer(b) is not None]
+        if not cands:
+            need = " ".join(f"{k}={v}" for k, v in want.items())
+            raise ArtifactError(f"{self.path}: no {self.backend}/{self.target} variant of {kname} with DT={dtype}"
+                                f"{' ' + need if need else ''}{' that fits' if prefer else ''}; add it to the "
+                                f"variant space and run: {_cmd(self.target, self.path, kname)}")
+        best = min(cands, key=lambda b: (prefer(b) if prefer else 0, _bkey(b)))
+        hit = self._rule_memo[mk] = self.kernel(kname, **best)
+        return hit
+
+    def rmsnorm(self, x, w, eps: float, residual=None, out=None):
+        """``out = x / sqrt(mean(x^2) + eps) * w`` per row of x [M, N]. With ``residual``
+        [M, N]: first ``residual += x`` (in place, rounded to the dtype as the model's own add
+        is), then the norm of the updated residual. Returns ``out``."""
+        xt, wt = _chk.as_tensor(x, "rmsnorm: x"), _chk.as_tensor(w, "rmsnorm: w")
+        _chk.check_2d(xt, "rmsnorm: x")
+        M, N = xt.shape
+        if tuple(wt.shape) != (N,):
+            raise InvalidArgument(f"rmsnorm: w has shape {tuple(wt.shape)}, expected ({N},)")
+        _chk.check_same(xt, wt, "rmsnorm: w", "x")
+        y = self._out(out, (M, N), xt, "rmsnorm: out")
+        dt = _chk.dtype_name(xt, "rmsnorm: x")
+        if residual is not None:
+            rt = _chk.check_out(residual, (M, N), xt, "rmsnorm: residual")
+            if M:
+                k = self._pick("add_rmsnorm", dt, {}, lambda b: b["BN"] if b["BN"] >= N else None, (N,))
+                k({"X": xt, "R": rt, "W": wt, "Y": y, "eps": float(eps)})
+        elif M:
+            k = self._pick("rmsnorm", dt, {}, lambda b: b["BN"] if b["BN"] >= N else None, (N,))
+            k({"X": xt, "W": wt, "Y": y, "eps": float(eps)})
+        return _chk.like_input(y, x if out is None else out)
+
+    def silu_mul(self, gate, up, out=None):
+        """SwiGLU: ``out = silu(gate) * up`` (both [M, N]; strided views of one gate-up
+        projection are fine). Returns ``out``."""
+        gt, ut = _chk.as_tensor(gate, "silu_mul: gate"), _chk.as_tensor(up, "silu_mul: up")
+        _chk.check_2d(gt, "silu_mul: gate")
+        if gt.shape != ut.shape:
+            raise InvalidArgument(f"silu_mul: gate {tuple(gt.shape)} and up {tuple(ut.shape)} differ in shape")
+        _chk.check_same(gt, ut, "silu_mul: up", "gate")
+        M, N = gt.shape
+        y = self._out(out, (M, N), gt, "silu_mul: out")
+        if M:
+            dt = _chk.dtype_name(gt, "silu_mul: gate")
+            big = M >= 64
+            k = self._pick("silu_mul", dt, {}, lambda b: -b["BM"] if big else b["BM"], (big,))
+            k({"G": gt, "U": ut, "Y": y})
+        return _chk.like_input(y, gate if out is None else out)
+
+    def rope(self, x, positions, cos, sin, out=None):
+        """Rotary embedding (neox layout: the two halves of each head rotate as pairs) of x
+        [T, H, D] at ``positions`` (int32 [T]) with tables cos/sin f32 [NP, D/2]; in place
+        unless ``out`` is given. Positions are checked against the tables."""
+        xt = _chk.as_tensor(x, "rope: x")
+        pt = _chk.as_tensor(positions, "rope: positions")
+        ct, st = _chk.as_tensor(cos, "rope: cos"), _chk.as_tensor(sin, "rope: sin")
+        if xt.ndim != 3:
+            raise InvalidArgument(f"rope: x must be [T, H, D], got shape {tuple(xt.shape)}")
+        T, H, D = xt.shape
+        if pt.dtype != torch.int32 or tuple(pt.shape) != (T,):
+            raise InvalidArgument(f"rope: positions must be int32 [{T}], got {pt.dtype} {tuple(pt.shape)}")
+        for name, t in (("cos", ct), ("sin", st)):
+            if t.dtype != torch.float32 or t.ndim != 2 or t.shape[1] != D // 2:
+                raise InvalidArgument(f"rope: {name} must be f32 [NP, {D // 2}], got {t.dtype} {tuple(t.shape)}")
+            if t.device != xt.device or pt.device != xt.device:
+                raise InvalidArgument(f"rope: {name} and positions must be on {xt.device}")
+        if ct.shape != st.shape:
+            raise InvalidArgument(f"rope: cos {tuple(ct.shape)} and sin {tuple(st.shape)} differ in shape")
+        y = xt if out is None else _chk.check_out(out, (T, H, D), xt, "rope: out")
+        if T:
+            _chk.check_index_values(pt, 0, int(ct.shape[0]), "rope: positions")
+            k = self._pick("rope", _chk.dtype_name(xt, "rope: x"), {"D": D, "HALF": D // 2})
+            k({"X": xt, "P": pt, "COS": ct, "SIN": st, "Y": y})
+        return _chk.like_input(y, x if out is None else out)
+
+    def embed(self, table, ids, out=None):
+        """Rows ``table[ids]`` ([T, N]) of an embedding table [V, N]; ids int32 [T], each
+        checked to be in [0, V)."""
+        et, it = _chk.as_tensor(table, "embed: table"), _chk.as_tensor(ids, "embed: ids")
+        _chk.check_2d(et, "embed: table")
+        if it.dtype != torch.int32 or it.ndim != 1:
+            raise InvalidArgument(f"embed: ids must be int32 [T], got {it.dtype} {tuple(it.shape)}")
+        if it.device != et.device:
+            raise InvalidArgument(f"embed: ids on {it.device}, table on {et.device}")
+        V, N = et.shape
+        T = it.shape[0]
+        y = self._out(out, (T, N), et, "embed: out")
+        if T:
+            _chk.check_index_values(it, 0, V, "embed: ids")
+            k = self._pick("embed", _chk.dtype_name(et, "embed: table"), {})
+            k({"E": et, "IDS": it, "Y": y})
+        return _chk.like_input(y, table if out is None else out)
+
+    def kv_write(self, k, v, k_cache, v_cache, slots) -> None:
+        """Write new K/V rows k, v [T, HKV, D] into the paged caches [NB, BS, HKV, D] at
+        ``slots`` (int32 [T]; slot = block * BS + offset; -1 writes nothing). Every slot is
+        checked to lie in the cache, and no two rows may target one slot."""
+        kt, vt = _chk.as_tensor(k, "kv_write: k"), _chk.as_tensor(v, "kv_write: v")
+        kc, vc = _chk.as_tensor(k_cache, "kv_write: k_cache"), _chk.as_tensor(v_cache, "kv_write: v_cache")
+        st = _chk.as_tensor(slots, "kv_write: slots")
+        if kt.ndim != 3 or kt.shape != vt.shape:
+            raise InvalidArgument(f"kv_write: k and v must be [T, HKV, D] of one shape, got "
+                                  f"{tuple(kt.shape)} and {tuple(vt.shape)}")
+        if kc.ndim != 4 or kc.shape != vc.shape or tuple(kc.shape[2:]) != tuple(kt.shape[1:]):
+            raise InvalidArgument(f"kv_write: caches must be [NB, BS, {kt.shape[1]}, {kt.shape[2]}] of one "
+                                  f"shape, got {tuple(kc.shape)} and {tuple(vc.shape)}")
+        for name, t in (("v", vt), ("k_cache", kc), ("v_cache", vc)):
+            _chk.check_same(kt, t, f"kv_write: {name}", "k")
+        T = kt.shape[0]
+        if st.dtype != torch.int32 or tuple(st.shape) != (T,):
+            raise InvalidArgument(f"kv_write: slots must be int32 [{T}], got {st.dtype} {tuple(st.shape)}")
+        if not T:
+            return
+        NB, BS = int(kc.shape[0]), int(kc.shape[1])
+        _chk.check_index_values(st, -1, NB * BS, "kv_write: slots")
+        live = st[st >= 0]
+        if live.numel() != torch.unique(live).numel():
+            raise InvalidArgument("kv_write: two rows target the same cache slot")
+        kern = self._pick("kv_write", _chk.dtype_name(kt, "kv_write: k"), {"D": int(kt.shape[2])})
+        kern({"K": kt, "V": vt, "KC": kc, "VC": vc, "SLOT": st})
 
     # ------------------------------------------------------------------ attention
 
@@ -367,12 +504,17 @@ class Artifacts:
 
     def plan(self, stages, num_kv_heads: int, group: int, head_dim: int, dtype: str = "f16",
              num_cores: int | None = None) -> _plan.Plan:
-        """The step's attention plan with this directory's tiles (plan once, run every layer)."""
+        """The step's attention plan with this directory's tiles (plan once, run every layer).
+        Stages must cover Q tokens 0 .. T-1 without overlap or gap."""
         tiles = self.attention_tiles(group, head_dim, dtype)
         kinds = {s.kind for s in stages} or set(_plan.KINDS)
         bm = max(tiles[k]["BM"] for k in kinds)
         rows = {k: min(t["BM"], bm) for k, t in tiles.items()}
-        p = _plan.plan(stages, num_kv_heads, group, bm, num_cores or self.num_cores, tile_rows=rows)
+        try:
+            p = _plan.plan(stages, num_kv_heads, group, bm, num_cores or self.num_cores, tile_rows=rows)
+        except ValueError as e:
+            raise InvalidArgument(f"plan: {e}") from None
+        _chk.check_stages_cover(p.tokens)
         return p
 
     def attention(self, plan: _plan.Plan, head_dim: int, dtype: str = "f16"):
@@ -391,20 +533,94 @@ class Artifacts:
         """One meta_attention launch for the whole batch of ``plan``: q [T, HQ, D],
         k_cache / v_cache [NB, BS, HKV, D] (paged), block_table int32 [NSEQ, MAXB], out
         [T, HQ, D] written in place. Returns what the launcher reports."""
-        if q.ndim != 3 or k_cache.ndim != 4 or tuple(k_cache.shape) != tuple(v_cache.shape):
-            raise ValueError(f"attention: expected q [T, HQ, D] and k/v caches [NB, BS, HKV, D], got "
-                             f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
-        T, HQ, D = (int(v) for v in q.shape)
-        if int(k_cache.shape[2]) != plan.num_kv_heads or HQ != plan.num_kv_heads * plan.group:
-            raise ValueError(f"attention: the plan is for {plan.num_kv_heads} KV heads x G={plan.group}, "
-                             f"got q with {HQ} heads and caches with {int(k_cache.shape[2])} KV heads")
-        if T < plan.num_tokens:
-            raise ValueError(f"attention: the plan covers {plan.num_tokens} query tokens, q has {T}")
-        kernel, _ = self.attention(plan, D, _dtype_name(q))
-        return self.launch(kernel, {
-            "Q": q, "KC": k_cache, "VC": v_cache, "O": out, "BT": block_table,
-            "TASKS": plan.task_table, "TREE": plan.tree_mask,
+        qt = _chk.as_tensor(q, "attention: q")
+        kc, vc = _chk.as_tensor(k_cache, "attention: k_cache"), _chk.as_tensor(v_cache, "attention: v_cache")
+        if qt.ndim != 3 or kc.ndim != 4 or tuple(kc.shape) != tuple(vc.shape):
+            raise InvalidArgument(f"attention: expected q [T, HQ, D] and k/v caches [NB, BS, HKV, D], got "
+                                  f"{tuple(qt.shape)}, {tuple(kc.shape)}, {tuple(vc.shape)}")
+        T, HQ, D = (int(v) for v in qt.shape)
+        if int(kc.shape[2]) != plan.num_kv_heads or HQ != plan.num_kv_heads * plan.group:
+            raise InvalidArgument(f"attention: the plan is for {plan.num_kv_heads} KV heads x G={plan.group}, "
+                                  f"got q with {HQ} heads and caches with {int(kc.shape[2])} KV heads")
+        if int(kc.shape[3]) != D:
+            raise InvalidArgument(f"attention: q has head dim {D}, the caches {int(kc.shape[3])}")
+        if T != plan.num_tokens:
+            raise InvalidArgument(f"attention: the plan covers {plan.num_tokens} query tokens, q has {T}")
+        _chk.check_same(qt, kc, "attention: k_cache", "q")
+        _chk.check_same(qt, vc, "attention: v_cache", "q")
+        ot = _chk.check_out(out, (T, HQ, D), qt, "attention: out")
+        tasks, tree, bt = self._plan_tensors(plan, block_table, int(kc.shape[0]), int(kc.shape[1]), qt.device)
+        if not plan.num_tasks:
+            return None
+        kernel, _ = self.attention(plan, D, _chk.dtype_name(qt, "attention: q"))
+        return kernel({
+            "Q": qt, "KC": kc, "VC": vc, "O": ot, "BT": bt, "TASKS": tasks, "TREE": tree,
             "scale": float(scale) if scale is not None else 1.0 / float(np.sqrt(D))})
+
+    def _plan_tensors(self, plan: _plan.Plan, block_table, num_blocks: int, block_size: int, device):
+        """(task table, tree mask, block table) as tensors on ``device`` for ``plan``; the
+        block table's indices are checked against the plan and the cache once per (plan,
+        block table, cache geometry), and on CUDA the three go into this directory's
+        persistent buffers once per plan."""
+        memo = plan.__dict__.setdefault("_runtime", {})
+        key = (id(block_table), num_blocks, block_size, str(device))
+        hit = memo.get(key)
+        if hit is not None and hit[0] is block_table:
+            return hit[1]
+        btt = _chk.as_tensor(block_table, "attention: block_table")
+        if btt.dtype != torch.int32 or btt.ndim != 2:
+            raise InvalidArgument(f"attention: block_table must be int32 [NSEQ, MAXB], got {btt.dtype} "
+                                  f"{tuple(btt.shape)}")
+        host_bt = btt.cpu().numpy() if btt.device.type != "cpu" else btt.numpy()
+        _chk.check_block_table(plan.tokens, host_bt, num_blocks, block_size)
+        tasks = torch.from_numpy(plan.task_table)
+        tree = torch.from_numpy(plan.tree_mask)
+        if torch.device(device).type != "cpu":
+            tasks, tree, btt = self._device_buffers(device).fill(tasks, tree, btt)
+        memo.clear()        # one live binding per plan: a plan serves one step
+        memo[key] = (block_table, (tasks, tree, btt))
+        return tasks, tree, btt
+
+    def _device_buffers(self, device) -> "_PlanBuffers":
+        key = str(device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = _PlanBuffers(torch.device(device))
+        return buf
+
+
+class _PlanBuffers:
+    """Persistent device buffers for one step's plan, refilled in place (a CUDA graph captured
+    over the launches keeps pointing at them). Capacity doubles if a plan outgrows it, which a
+    captured graph would then have to be re-captured for."""
+
+    def __init__(self, device, tasks: int = 16384, tree: int = 65536, table: int = 1 << 20):
+        self.device = device
+        self.tasks = torch.zeros((tasks, _plan.TASK_COLS), dtype=torch.int32, device=device)
+        self.tree = torch.zeros(tree, dtype=torch.int32, device=device)
+        self.table = torch.zeros(table, dtype=torch.int32, device=device)
+
+    def _fit(self, name: str, numel: int):
+        buf = getattr(self, name)
+        if buf.numel() < numel:
+            shape = list(buf.shape)
+            while shape[0] * (buf.numel() // max(buf.shape[0], 1)) < numel:
+                shape[0] *= 2
+            buf = torch.zeros(shape, dtype=torch.int32, device=self.device)
+            setattr(self, name, buf)
+        return buf
+
+    def fill(self, tasks: torch.Tensor, tree: torch.Tensor, bt: torch.Tensor):
+        t = self._fit("tasks", tasks.numel())[: tasks.shape[0]]
+        t.copy_(tasks, non_blocking=True)
+        m = self._fit("tree", tree.numel())[: tree.numel()]
+        m.copy_(tree, non_blocking=True)
+        if bt.device == self.device:
+            b = bt
+        else:
+            b = self._fit("table", bt.numel())[: bt.numel()].view(bt.shape)
+            b.copy_(bt, non_blocking=True)
+        return t, m, b
 
 
 def open_artifacts(path, backend: str = "cpu", target: str = "cpu", tuning: bool = True) -> Artifacts:

@@ -54,8 +54,9 @@ TMP_PREFIX = ".tmp-"
 FORMAT = "tilec-artifacts"
 FORMAT_VERSION = 1
 BACKENDS = ("reference", "cpu", "triton", "ascend")
-# backend -> module that may expose ``emit(kernel[, target]) -> str | dict[str, str | bytes]``
-# and ``NOT_APPLICABLE``, the exceptions meaning "this variant does not exist on this target"
+# backend -> module exposing ``entry_files(kernel, target) -> (files, info)`` (an entry's backend
+# files, and figures for the manifest) and ``NOT_APPLICABLE``, the exceptions meaning "this
+# variant does not exist on this target"
 CODEGEN_MODULES = {"cpu": "codegen.cpu", "triton": "codegen.triton", "ascend": "codegen.ascend"}
 LOCK_TIMEOUT_S = 600.0
 
@@ -189,6 +190,7 @@ class JobResult:
     codegen: str = ""                            # "ir-only", "ok", or "unavailable: why"
     error: str = ""                              # rendered diagnostic on failure
     skipped: str = ""                            # why the target cannot take this variant
+    info: dict = field(default_factory=dict)     # backend figures for the manifest (e.g. "gpu")
 
 
 _KNOWN: dict[str, str] = {}   # key -> codegen status of the intact entries, set per worker
@@ -217,8 +219,8 @@ def _find_codegen(backend: str):
         mod = importlib.import_module(modname)
     except ModuleNotFoundError as e:
         return None, f"unavailable: {modname} not importable ({e})"
-    if not callable(getattr(mod, "emit", None)):
-        return None, f"unavailable: {modname} has no emit(kernel)"
+    if not callable(getattr(mod, "entry_files", None)):
+        return None, f"unavailable: {modname} has no entry_files(kernel, target)"
     return mod, "ok"
 
 
@@ -228,30 +230,30 @@ def _safe_name(name) -> bool:
             and not name.startswith("."))
 
 
-def _emit_files(mod, kernel, target: str = "") -> dict[str, bytes]:
-    import inspect
-    try:
-        params = inspect.signature(mod.emit).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kw = {}
-    # artifacts are for the real target: never Triton's CPU-interpreter flavour of the source,
-    # whatever the machine compiling them has
-    if "interpret" in params:
-        kw["interpret"] = False
-    if "target" in params and target:   # Ascend: capacities and core counts are per target
-        kw["target"] = target
-    out = mod.emit(kernel, **kw)
-    if isinstance(out, (str, bytes)):
-        out = {"kernel.py": out}
-    if not isinstance(out, dict):
-        raise TypeError(f"emit() returned {type(out).__name__}, expected str or dict")
+# files every entry holds, whatever its backend: the IR text (hashed into the key), the IR as
+# JSON (for launchers that run IR: reference, ascend-sim) and the launch signature
+COMMON_FILES = ("kernel.ir", "ir.json", "signature.json", "meta.json")
+
+
+def _emit_files(mod, kernel, target: str = "") -> tuple[dict[str, bytes], dict]:
+    """(files, info) of a backend's part of an entry: ``mod.entry_files(kernel, target)``."""
+    out, info = mod.entry_files(kernel, target)
+    if not isinstance(out, dict) or not isinstance(info, dict):
+        raise TypeError(f"entry_files() returned {type(out).__name__}, {type(info).__name__}; expected dicts")
     files = {}
     for name, data in out.items():
-        if not _safe_name(name) or name in ("kernel.ir", "meta.json"):
-            raise ValueError(f"emit() returned a bad file name {name!r}")
+        if not _safe_name(name) or name in COMMON_FILES:
+            raise ValueError(f"entry_files() returned a bad file name {name!r}")
         files[name] = data.encode() if isinstance(data, str) else bytes(data)
-    return files
+    return files, info
+
+
+def _common_files(kernel, ir_text: str) -> dict[str, bytes]:
+    from codegen.signature import Signature
+    from tilec.ir.serial import to_json
+    return {"kernel.ir": ir_text.encode(),
+            "ir.json": json.dumps(to_json(kernel), sort_keys=True).encode(),
+            "signature.json": (json.dumps(Signature.of(kernel).to_json(), indent=1, sort_keys=True) + "\n").encode()}
 
 
 _PARSED: dict[tuple[str, str], object] = {}   # (path, sha256 of text) -> parsed module, per process
@@ -312,10 +314,11 @@ def run_group(jobs: list[Job], version: str) -> list[JobResult]:
             res.hit = True
         else:
             res.codegen = status
-            res.files = {"kernel.ir": ir_text.encode()}
+            res.files = _common_files(kernel, ir_text)
             if mod is not None:
                 try:
-                    res.files.update(_emit_files(mod, kernel, job.target))
+                    files, res.info = _emit_files(mod, kernel, job.target)
+                    res.files.update(files)
                 except getattr(mod, "NOT_APPLICABLE", ()) as e:
                     res.files = {}
                     res.skipped = (str(e).splitlines() or [type(e).__name__])[0]
@@ -522,7 +525,7 @@ def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
                 continue
             meta = {"key": r.key, "kernel": job.kernel, "binding": job.binding_dict,
                     "backend": job.backend, "target": job.target, "compiler_version": version,
-                    "codegen": r.codegen, "source": job.label or job.source}
+                    "codegen": r.codegen, "source": job.label or job.source, **r.info}
             files = dict(r.files)
             files["meta.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
             tmp = Path(tempfile.mkdtemp(dir=d / ENTRIES, prefix=TMP_PREFIX + r.key[:16] + "."))

@@ -140,6 +140,7 @@ def _model_gemm(kernel, args: dict, target: str):
     if model is None or kernel.name != GEMM_KERNEL:
         return None
     from codegen.ascend.gemm import lower_gemm
+    kernel = getattr(kernel, "ir", kernel)      # a loaded entry carries its IR
     a, w = args["A"], args["W"]
     return model(lower_gemm(kernel, target), int(a.shape[0]), int(w.shape[0]), int(a.shape[1]), target)
 
@@ -340,7 +341,7 @@ def _ascend_attention_missing(kernel, target: str) -> str | None:
     from codegen.ascend.dispatch import lower
     from codegen.ascend.errors import AscendLoweringError
     try:
-        lower(kernel, target)
+        lower(getattr(kernel, "ir", kernel), target)
     except AscendLoweringError as e:
         return f"meta_attention is not lowered for ascend-sim yet: {str(e).splitlines()[0]}"
     return None

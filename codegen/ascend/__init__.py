@@ -30,6 +30,12 @@ def emit(kernel, target="ascend910b2") -> dict[str, str]:
     return {**src.files(), "program.txt": prog.dump()}
 
 
+def entry_files(kernel, target="ascend910b2") -> tuple[dict[str, str], dict]:
+    """An artifact entry's backend files (see ``emit``); the runtime's ascend-sim launcher
+    re-lowers the entry's IR and runs only a program whose dump equals ``program.txt``."""
+    return emit(kernel, target), {}
+
+
 def _not_applicable() -> tuple:
     from .emit_ascendc_vector import EmitError
     return (AscendLoweringError, AscendLegalityError, EmitError)

@@ -1,43 +1,49 @@
 """cpu backend: generated torch code that runs all program instances of the grid at once.
 
     run(kernel, args)            # numpy arrays or torch tensors, outputs written in place
-    ck = compile(kernel)         # CompiledCpuKernel; ck.source is the generated Python
+    ck = compile(kernel)         # CpuKernel; ck.source is the generated Python
     ck(A=a, B=b, C=c)
     emit(kernel) -> str          # the generated source only
+    ck = load(source, signature) # what an artifact entry holds, ready to launch (no IR needed)
 """
 from __future__ import annotations
 
 import builtins
+import re
 
 import numpy as np
 import torch
 
-from codegen.launch import bind
-from tilec.ir.core import Kernel
+from codegen.signature import Signature
 
 from . import rt
-from .emit import emit_kernel
+from .emit import base_namespace
 
-__all__ = ["run", "compile", "emit", "CompiledCpuKernel"]
+__all__ = ["run", "compile", "emit", "entry_files", "load", "CpuKernel"]
+
+_DEF = re.compile(r"^def (\w+)\(", re.M)
 
 
-class CompiledCpuKernel:
-    def __init__(self, kernel: Kernel):
-        self.kernel = kernel
-        self.source, ns, self.fname = emit_kernel(kernel)
-        # the module-level constants were already evaluated by the emitter (into ns);
-        # only the function definition is left to run
-        body = self.source.split("\n\ndef ", 1)[1]
-        exec(builtins.compile("def " + body, f"<tilec-cpu {kernel.name}>", "exec"), ns)
-        self.fn = ns[self.fname]
-        self.namespace = ns
+class CpuKernel:
+    """A generated module, executed once, ready to launch: ``ck(**args)`` or ``ck.launch(args)``."""
+
+    def __init__(self, source: str, signature: Signature):
+        m = _DEF.search(source)
+        if m is None:
+            raise ValueError(f"{signature.kernel}: the cpu source defines no function")
+        self.source = source
+        self.signature = signature
+        self.namespace = ns = base_namespace()
+        exec(builtins.compile(source, f"<tilec-cpu {signature.kernel}>", "exec"), ns)
+        self.fn = ns[m.group(1)]
 
     def __call__(self, **args) -> None:
-        launch = bind(self.kernel, args)
-        k = self.kernel
+        self.launch(args)
+
+    def launch(self, args: dict) -> None:
+        launch = self.signature.bind(args)
         tensors, writeback = {}, []
-        for tp in k.tensors:
-            x = launch.tensors[tp.name]
+        for name, x in launch.tensors.items():
             if isinstance(x, np.ndarray):
                 if x.flags.writeable and all(s >= 0 for s in x.strides) and \
                         all(s % x.itemsize == 0 for s in x.strides):
@@ -46,15 +52,12 @@ class CompiledCpuKernel:
                     t = rt.from_numpy(np.ascontiguousarray(x))
                     if x.flags.writeable:
                         writeback.append((x, t))
-            else:
-                t = x
-            tensors[tp.name] = t
-        p = 1
+                x = t
+            tensors[name] = x
         for g in launch.grid:
-            p *= g
-        if p == 0:
-            return
-        kw = dict(tensors)
+            if g == 0:
+                return
+        kw = tensors
         kw.update(launch.scalars)
         kw.update(launch.dims)
         with torch.inference_mode():
@@ -63,27 +66,40 @@ class CompiledCpuKernel:
             x[...] = t.view(torch.int16).numpy().view(x.dtype) if t.dtype == torch.bfloat16 else t.numpy()
 
 
+def load(source: str, signature: Signature) -> CpuKernel:
+    """The kernel an artifact entry holds (its ``kernel.py`` and ``signature.json``)."""
+    return CpuKernel(source, signature)
+
+
 _CACHE: dict = {}
 
 
-def compile(kernel: Kernel) -> CompiledCpuKernel:      # noqa: A001 (the backend API's name)
+def compile(kernel) -> CpuKernel:      # noqa: A001 (the backend API's name)
     hit = _CACHE.get(id(kernel))
     if hit is not None and hit[0] is kernel:
         return hit[1]
     from tilec.ir.printer import print_kernel
+
+    from .emit import emit_kernel
     text = print_kernel(kernel)
     ck = _CACHE.get(text)
     if ck is None:
-        ck = CompiledCpuKernel(kernel)
-        _CACHE[text] = ck
+        source, _, _ = emit_kernel(kernel)
+        ck = _CACHE[text] = CpuKernel(source, Signature.of(kernel))
+        ck.kernel = kernel
     _CACHE[id(kernel)] = (kernel, ck)
     return ck
 
 
-def emit(kernel: Kernel) -> str:
+def emit(kernel) -> str:
     return compile(kernel).source
 
 
-def run(kernel: Kernel, args: dict) -> None:
+def entry_files(kernel, target: str = "cpu") -> tuple[dict[str, str], dict]:
+    """An artifact entry's backend files (the runtime adds nothing: ``load`` runs them)."""
+    return {"kernel.py": emit(kernel)}, {}
+
+
+def run(kernel, args: dict) -> None:
     """Run ``kernel`` on numpy arrays or torch tensors; stores write into them in place."""
-    compile(kernel)(**args)
+    compile(kernel).launch(args)

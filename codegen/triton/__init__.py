@@ -1,8 +1,9 @@
 """Triton backend: tile IR -> Triton source (one ``@triton.jit`` function per specialisation).
 
 - ``emit(kernel)`` returns the Triton source.
-- ``compile(kernel)`` writes it to ``<tmp>/tilec-triton/<hash>.py``, imports it (``triton.jit``
-  needs source it can read back with ``inspect.getsource``) and returns the jit function; cached.
+- ``compile(kernel)`` writes it into a directory private to this process (``triton.jit`` needs
+  source it can read back with ``inspect.getsource``), imports it and returns a
+  ``TritonKernel``; cached. ``load(source, signature)`` does the same for an artifact entry.
 - ``run(kernel, args)`` runs it. Tensors may be numpy arrays (written in place, as the
   reference backend does; bf16 travels as a uint16 view) or torch tensors (written in place).
   With a CUDA GPU tensors are moved to it and results copied back; without one the source runs
@@ -19,15 +20,19 @@ import tempfile
 
 import numpy as np
 
-from codegen.launch import bind
+from codegen.signature import Signature
 from tilec.ir import dtypes as D
 from tilec.ir.core import Kernel
 
 from .emit import TritonUnsupported, check_supported, emit_source
 
-__all__ = ["run", "emit", "compile", "TritonUnsupported", "interpreting"]
+__all__ = ["run", "emit", "compile", "entry_files", "load", "num_warps_for", "TritonKernel", "TritonUnsupported", "interpreting"]
 
-_CACHE: dict[tuple[int, bool], tuple] = {}
+# a variant this backend cannot build (e.g. a tile extent that is not a power of 2): the
+# compile cache skips it with the one-line reason
+NOT_APPLICABLE = (TritonUnsupported,)
+
+_CACHE: dict[tuple[int, bool], tuple] = {}   # (id(kernel), interpreting) -> (kernel, TritonKernel)
 
 
 def _has_cuda() -> bool:
@@ -65,35 +70,114 @@ def emit(kernel: Kernel, interpret: bool | None = None) -> str:
     return emit_source(kernel, interpret)[0]
 
 
-def compile(kernel: Kernel):
-    """Compile (import) ``kernel``'s Triton source; returns (jit function, parameter names)."""
-    interp = interpreting()
-    key = (id(kernel), interp)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is kernel:
-        return hit[1], hit[2]
-    src, params = emit_source(kernel, interp)
+_PRIVATE: list[str] = []   # this process's own directory for generated modules (mode 0700)
+
+
+def _private_dir() -> str:
+    """A directory only this process writes, made once: ``triton.jit`` reads its function back
+    from a file, and a shared, predictable path would let anyone who can write there choose
+    the code the next launch imports."""
+    if not _PRIVATE:
+        _PRIVATE.append(tempfile.mkdtemp(prefix="tilec-triton-"))
+    return _PRIVATE[0]
+
+
+def _import_source(src: str, name: str):
+    """Import ``src`` (Triton source) from this process's private directory; the module."""
     _check_import_order()
     import triton  # noqa: F401  (after TRITON_INTERPRET is settled)
-    digest = hashlib.sha256(src.encode()).hexdigest()[:20]
-    d = os.path.join(tempfile.gettempdir(), "tilec-triton")
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f"k_{digest}.py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(src)
-        os.replace(tmp, path)
-    modname = f"tilec_triton_{digest}"
+    digest = hashlib.sha256(src.encode()).hexdigest()[:24]
+    modname = f"tilec_triton_{name}_{digest}"
     mod = sys.modules.get(modname)
     if mod is None:
+        path = os.path.join(_private_dir(), f"{modname}.py")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(src)
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[modname] = mod
         spec.loader.exec_module(mod)
-    fn = getattr(mod, kernel.name)
-    _CACHE[key] = (kernel, fn, params)
-    return fn, params
+    return mod
+
+
+class TritonKernel:
+    """Triton source imported and ready to launch from its launch signature alone."""
+
+    def __init__(self, source: str, signature: Signature):
+        self.source = source
+        self.signature = signature
+        self.fn = getattr(_import_source(source, signature.kernel), signature.kernel)
+
+    def __call__(self, **args) -> None:
+        self.launch(args)
+
+    def launch(self, args: dict) -> None:
+        launch = self.signature.bind(args)
+        if any(g == 0 for g in launch.grid):
+            return
+        device = "cuda" if _has_cuda() else "cpu"
+        call, back = [], []
+        for t in self.signature.tensors:
+            orig = launch.tensors[t.name]
+            x = _to_torch(orig, device)
+            call.append(x)
+            call.extend(x.stride())
+            if t.written and not (orig is x):
+                back.append((orig, x))
+        dims = launch.dims
+        call.extend(dims[n] for n in self.signature.dims)
+        for name, dt in self.signature.scalars:
+            x = launch.scalars[name]
+            call.append(bool(x) if dt == "bool" else int(x) if D.is_int(dt) else float(x))
+        g = launch.grid
+        self.fn[tuple(g) + (1,) * (3 - len(g))](*call)
+        for orig, x in back:
+            _write_back(orig, x)
+
+
+def load(source: str, signature: Signature) -> TritonKernel:
+    """The kernel an artifact entry holds (Triton source + launch signature)."""
+    return TritonKernel(source, signature)
+
+
+def compile(kernel: Kernel) -> TritonKernel:      # noqa: A001 (the backend API's name)
+    """Generate and import ``kernel``'s Triton source for how it runs here; cached."""
+    interp = interpreting()
+    key = (id(kernel), interp)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is kernel:
+        return hit[1]
+    src, _ = emit_source(kernel, interp)
+    tk = TritonKernel(src, Signature.of(kernel))
+    _CACHE[key] = (kernel, tk)
+    return tk
+
+
+def num_warps_for(signature: Signature) -> int:
+    """The stated rule until GPU tuning picks: 8 warps for a large f32 accumulator (attention
+    BM x D, GEMM BM x BN >= 8192 elements, where 4 warps spill on sm_90), else 4."""
+    c = signature.consts
+    acc = c.get("BM", 0) * (c.get("D", 0) if "G" in c else c.get("BN", 0))
+    return 8 if acc >= 8192 else 4
+
+
+def entry_files(kernel: Kernel, target: str) -> tuple[dict[str, str | bytes], dict]:
+    """An artifact entry's backend files: the Triton source a GPU runs (``kernel.py``), the
+    interpreter's flavour of it (``kernel_interp.py``, what runs on a machine without CUDA),
+    and for a GPU target the sm_XX binary compiled ahead of time, its figures in the info."""
+    from tilec import targets
+    src, _ = emit_source(kernel, False)
+    files: dict[str, str | bytes] = {"kernel.py": src, "kernel_interp.py": emit_source(kernel, True)[0]}
+    info: dict = {}
+    t = targets.get(target)
+    if t.kind == "gpu":
+        from .aot import compile_gpu
+        sig = Signature.of(kernel)
+        arch = int(t.arch.removeprefix("sm_"))
+        bins, info["gpu"] = compile_gpu(src, sig, arch, num_warps=num_warps_for(sig))
+        files.update(bins)
+    return files, info
 
 
 def _to_torch(a, device):
@@ -127,26 +211,4 @@ def _write_back(orig, t) -> None:
 
 def run(kernel: Kernel, args: dict) -> None:
     """Run ``kernel`` on numpy arrays or torch tensors, writing stores in place."""
-    launch = bind(kernel, args)
-    fn, _ = compile(kernel)
-    if any(g == 0 for g in launch.grid):
-        return
-    device = "cuda" if _has_cuda() else "cpu"
-    stored = {op.operands[0] for op in kernel.walk() if op.name == "store"}
-    call, back = [], []
-    for tp in kernel.tensors:
-        orig = launch.tensors[tp.name]
-        t = _to_torch(orig, device)
-        call.append(t)
-        call.extend(int(s) for s in t.stride())
-        if tp.value in stored:
-            back.append((orig, t))
-    call.extend(int(launch.dims[n]) for n in kernel.dims)
-    for v in kernel.scalars:
-        x = launch.scalars[v.hint]
-        call.append(bool(x) if v.type.dtype == "bool" else
-                    int(x) if D.is_int(v.type.dtype) else float(x))
-    grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid)) if len(launch.grid) < 3 else tuple(launch.grid)
-    fn[grid](*call)
-    for orig, t in back:
-        _write_back(orig, t)
+    compile(kernel).launch(args)

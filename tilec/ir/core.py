@@ -16,6 +16,17 @@ from typing import Any, Iterator
 
 
 @dataclass(frozen=True)
+class Loc:
+    """A 1-based source position (the frontend's diagnostics draw a caret under it)."""
+    line: int
+    col: int
+    end_col: int | None = None   # exclusive; used to draw ~~~ under a whole token when known
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
 class Type:
     dtype: str
     shape: tuple[int, ...] = ()
