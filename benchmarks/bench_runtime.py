@@ -1,8 +1,12 @@
-"""Runtime benchmarks (issue 5): variant lookup time, full library compile time (all targets)
-and the cache-hit time, and on cpu one planned Meta-Attention launch for a hybrid batch vs
-one launch per stage.
+"""Runtime benchmarks: host work per launch (kernel body stubbed out), variant lookup time,
+full library compile time and the cache-hit time, and on cpu one planned Meta-Attention
+launch for a hybrid batch vs one launch per stage.
 
-    .venv/bin/python benchmarks/bench_runtime.py [--jobs 2] [--reps 5]
+    .venv/bin/python benchmarks/bench_runtime.py [--jobs 2] [--reps 5] [--host-only]
+
+``--host-only`` runs only the host-cost table; it also runs on the runtime before artifacts
+were executed from their own files (copy this script into a checkout of that commit), which is
+how the "before" column of BENCHMARKS.md was taken.
 
 Prints markdown tables for BENCHMARKS.md ("Runtime"). CPU times are wall-clock on this
 machine: compare the ratios, not the absolute numbers. The machine line says what ran them.
@@ -37,9 +41,13 @@ def machine() -> str:
             f"load average before the run {os.getloadavg()[0]:.2f}")
 
 
+# h200 builds the same sm_90 binaries as h100; one GPU target shows the ahead-of-time cost
+COMPILE_TARGETS = ("cpu", "ascend910b2", "ascend910b4", "h100")
+
+
 def bench_compile(d: Path, jobs: int) -> list[str]:
     tbs, skipped = [], []
-    for t in targets.names():
+    for t in COMPILE_TARGETS:
         try:
             tbs.append(cache.backend_for_target(t))
         except cache.SkipTarget:
@@ -168,13 +176,85 @@ def bench_plan(d: Path) -> list[str]:
     return rows
 
 
+# --------------------------------------------------------------------- host work per launch
+
+def _stub(kernel_or_loaded) -> None:
+    """Replace the generated function behind a cpu-backend kernel with a no-op, so a call
+    measures only the runtime's host work (checks, selection, binding, the call itself)."""
+    import codegen.cpu as C
+    run = getattr(kernel_or_loaded, "run", None)
+    target = getattr(run, "__self__", None)          # a loaded entry: its CpuKernel
+    if target is None:
+        target = C.compile(kernel_or_loaded)         # the runtime before entries ran from files
+    target.fn = lambda **kw: None
+
+
+def _per_call(fn, n: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+def bench_host(d: Path, n: int = 2000) -> list[str]:
+    """µs of host work per linear() and run() call with the kernel body stubbed (best of 5 x
+    n calls), and per plan(), on SmolLM2-135M shapes: a decode step of 16 sequences."""
+    import torch
+    torch.set_num_threads(1)
+    model = load_model("smollm2-135m")
+    if not (d / "manifest.json").exists():
+        cache.compile_jobs(cache.library_jobs([("cpu", "cpu")], ["smooth_gemm_t", "meta_attention"]), d)
+    arts = open_artifacts(d)
+    rng = np.random.default_rng(0)
+    T = 16
+    stages = [("decode", int(c)) for c in rng.integers(100, 1000, T)]
+    case = make_attention_case(rng, stages, model.q_heads, model.kv_heads, model.head_dim, 16, "f16")
+    G, HKV, D = model.group, model.kv_heads, model.head_dim
+    qkv = next(l for l in model.linears if l.N > l.K)
+    x = rng.standard_normal((T, qkv.K)).astype(np.float16)
+    w = rng.standard_normal((qkv.N, qkv.K)).astype(np.float16)
+    c = np.empty((T, qkv.N), np.float16)
+    _stub(arts.gemm(T, qkv.N, qkv.K, "f16")[0])
+    p = arts.plan(case.stages, HKV, G, D)
+    _stub(arts.attention(p, D, "f16")[0])
+    out = np.zeros_like(case.q)
+    rows = ["| call | inputs | µs per call (host work only; best of 5 x %d) |" % n, "| --- | --- | ---: |"]
+    rows.append(f"| linear (M={T}, N={qkv.N}, K={qkv.K}) | numpy | "
+                f"{_per_call(lambda: arts.linear(x, w, out=c), n):.1f} |")
+    run = lambda: arts.run(p, case.q, case.k_cache, case.v_cache, case.block_table, out, case.scale)  # noqa: E731
+    rows_t = []
+    if hasattr(arts, "embed"):                 # the runtime that takes torch tensors
+        xt, wt, ct = (torch.from_numpy(a) for a in (x, w, c))
+        rows_t.append(f"| linear (M={T}, N={qkv.N}, K={qkv.K}) | torch | "
+                      f"{_per_call(lambda: arts.linear(xt, wt, out=ct), n):.1f} |")
+    rows.append(f"| meta_attention run ({T} decodes, {p.num_tasks} tasks) | numpy | {_per_call(run, n):.1f} |")
+    if rows_t:
+        qt, kt, vt, bt, ot = (torch.from_numpy(a) for a in (case.q, case.k_cache, case.v_cache,
+                                                             case.block_table, out))
+        run_t = lambda: arts.run(p, qt, kt, vt, bt, ot, case.scale)  # noqa: E731
+        rows_t.append(f"| meta_attention run ({T} decodes, {p.num_tasks} tasks) | torch | "
+                      f"{_per_call(run_t, n):.1f} |")
+    rows += rows_t
+    rows.append(f"| plan ({T} decodes) | - | {_per_call(lambda: arts.plan(case.stages, HKV, G, D), n // 4):.1f} |")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--host-only", action="store_true", help="only the host-cost table")
     a = ap.parse_args()
     print(f"machine: {machine()}")
     t0 = time.perf_counter()
+    if a.host_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n### Host work per launch (kernel body stubbed out)\n")
+            print("\n".join(bench_host(Path(tmp) / "arts")))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "arts"
         print("\n### Full library compile (`tilec compile`, all targets)\n")
@@ -185,6 +265,8 @@ def main():
         print("\n".join(bench_plan(d)))
         print("\n### One planned launch vs per-stage launches (cpu backend)\n")
         print("\n".join(bench_launch(d, a.reps)))
+        print("\n### Host work per launch (kernel body stubbed out)\n")
+        print("\n".join(bench_host(d)))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -57,6 +57,10 @@ def _torch():
         return None
 
 
+def _dev(d) -> str:
+    return "cpu" if d == -1 else f"cuda:{d}" if isinstance(d, int) else str(d)
+
+
 class Signature:
     def __init__(self, kernel: str, consts: dict, tensors: list[TensorSpec], scalars: list[tuple[str, str]],
                  order: list[str], dims: list[str], grid: list, grid_out: list):
@@ -71,10 +75,11 @@ class Signature:
         self.written = tuple(t.name for t in tensors if t.written)
         self._names = frozenset(order)
         self._grid_cache: dict = {}
-        self._torch_dt: dict = {}
         torch = _torch()
-        for t in tensors:
-            self._torch_dt[t.name] = D.to_torch(t.dtype) if torch is not None else None
+        self._tensor_cls = torch.Tensor if torch is not None else None
+        # per tensor: (name, torch dtype, [(axis, static size or dim name)], spec)
+        self._plan = [(t.name, D.to_torch(t.dtype) if torch is not None else None,
+                       list(enumerate(t.dims)), t) for t in tensors]
 
     # ------------------------------------------------------------------ construction
 
@@ -161,7 +166,9 @@ class Signature:
     # ------------------------------------------------------------------ binding
 
     def bind(self, args: dict) -> Launch:
-        """Check ``args`` against the signature; the grid and the dims bound from the shapes."""
+        """Check ``args`` against the signature; the grid and the dims bound from the shapes.
+        This runs on every launch, so the common case (torch tensors of the right dtype on one
+        device) takes a short path; anything else falls through to the checks that name it."""
         if args.keys() != self._names:
             extra = sorted(set(args) - self._names)
             if extra:
@@ -172,65 +179,70 @@ class Signature:
         dims: dict[str, int] = {}
         tensors = {}
         device = None
-        torch = None
-        for t in self.tensors:
-            x = args[t.name]
-            if isinstance(x, np.ndarray):
-                try:
-                    dt = D.from_numpy(x.dtype)
-                except ValueError as e:
-                    raise LaunchError(f"{self.kernel}: '{t.name}': {e}") from None
-                dev = "cpu"
-                if t.written and not x.flags.writeable:
-                    raise LaunchError(f"{self.kernel}: '{t.name}' is written by the kernel but the array "
-                                      f"is read-only")
+        tensor_cls = self._tensor_cls
+        for name, tdt, axes, t in self._plan:
+            x = args[name]
+            if x.__class__ is tensor_cls and x.dtype is tdt:
+                dev = x.get_device()              # -1 on the host
             else:
-                torch = torch or _torch()
-                if torch is None or not isinstance(x, torch.Tensor):
-                    raise LaunchError(f"{self.kernel}: '{t.name}' must be an array or tensor, got {type(x).__name__}")
-                if x.dtype is self._torch_dt[t.name]:
-                    dt = t.dtype
-                else:
-                    try:
-                        dt = D.from_torch(x.dtype)
-                    except ValueError as e:
-                        raise LaunchError(f"{self.kernel}: '{t.name}': {e}") from None
-                dev = x.device
-                if dev.type == "cpu":
-                    dev = "cpu"
-            if dt != t.dtype:
-                raise LaunchError(f"{self.kernel}: '{t.name}' has dtype {dt}, kernel expects {t.dtype}")
+                dev = self._slow_check(t, x)
             if device is None:
                 device = dev
             elif dev != device:
-                raise LaunchError(f"{self.kernel}: '{t.name}' is on {dev}, the other tensors on {device}")
+                raise LaunchError(f"{self.kernel}: '{name}' is on {_dev(dev)}, the other tensors on {_dev(device)}")
             shape = x.shape
-            if len(shape) != len(t.dims):
-                raise LaunchError(f"{self.kernel}: '{t.name}' has {len(shape)} dims, kernel expects "
-                                  f"{len(t.dims)} ({t.dtype}[{','.join(map(str, t.dims))}])")
-            for axis, (d, n) in enumerate(zip(t.dims, shape)):
+            if len(shape) != len(axes):
+                raise LaunchError(f"{self.kernel}: '{name}' has {len(shape)} dims, kernel expects "
+                                  f"{len(axes)} ({t.dtype}[{','.join(map(str, t.dims))}])")
+            for axis, d in axes:
+                n = shape[axis]
                 if d.__class__ is int:
                     if d != n:
-                        raise LaunchError(f"{self.kernel}: '{t.name}' dim {axis} is {n}, but this variant "
+                        raise LaunchError(f"{self.kernel}: '{name}' dim {axis} is {n}, but this variant "
                                           f"was compiled for {d}")
                 else:
                     have = dims.get(d)
                     if have is None:
                         if n > _I32_MAX:
-                            raise LaunchError(f"{self.kernel}: '{t.name}' dim {axis} is {n}; dims are i32 "
+                            raise LaunchError(f"{self.kernel}: '{name}' dim {axis} is {n}; dims are i32 "
                                               f"(at most {_I32_MAX})")
                         dims[d] = int(n)
                     elif have != n:
                         raise LaunchError(f"{self.kernel}: dim '{d}' is {have} from one tensor and {n} "
-                                          f"from '{t.name}' dim {axis}")
-            tensors[t.name] = x
+                                          f"from '{name}' dim {axis}")
+            tensors[name] = x
         scalars = {}
-        for name, dt in self.scalars:
+        for name, _ in self.scalars:
             x = args[name]
             if not isinstance(x, (int, float, bool, np.generic)):
                 raise LaunchError(f"{self.kernel}: scalar '{name}' must be a number, got {type(x).__name__}")
             scalars[name] = x
         return Launch(tensors, scalars, dims, self.eval_grid(dims, scalars))
+
+    def _slow_check(self, t: TensorSpec, x):
+        """The device of a tensor argument that is not a plain torch tensor of the expected
+        dtype: a numpy array or a torch subclass, checked; or a LaunchError naming it."""
+        if isinstance(x, np.ndarray):
+            try:
+                dt = D.from_numpy(x.dtype)
+            except ValueError as e:
+                raise LaunchError(f"{self.kernel}: '{t.name}': {e}") from None
+            if t.written and not x.flags.writeable:
+                raise LaunchError(f"{self.kernel}: '{t.name}' is written by the kernel but the array "
+                                  f"is read-only")
+            dev = -1
+        else:
+            torch = _torch()
+            if torch is None or not isinstance(x, torch.Tensor):
+                raise LaunchError(f"{self.kernel}: '{t.name}' must be an array or tensor, got {type(x).__name__}")
+            try:
+                dt = D.from_torch(x.dtype)
+            except ValueError as e:
+                raise LaunchError(f"{self.kernel}: '{t.name}': {e}") from None
+            dev = x.get_device() if x.device.type in ("cpu", "cuda") else x.device.type
+        if dt != t.dtype:
+            raise LaunchError(f"{self.kernel}: '{t.name}' has dtype {dt}, kernel expects {t.dtype}")
+        return dev
 
     def eval_grid(self, dims: dict, scalars: dict) -> tuple:
         """The launch grid (memoised: a server launches the same few shapes over and over)."""

@@ -133,7 +133,8 @@ class Artifacts:
                 continue
             b = e.get("binding") or {}
             self._entries[(e.get("kernel"), _bkey(b))] = _Entry(key, e.get("kernel"), dict(b))
-        self._loaded: dict[tuple, object] = {}
+        self._loaded: dict[tuple, LoadedKernel] = {}   # (name, asked binding) -> entry
+        self._by_key: dict[str, LoadedKernel] = {}
         self._nk: dict[tuple, tuple] = {}
         # default selection table: (kernel, dtype) -> {bucket: BM}, plus available BN/BK
         self._avail: dict[tuple, tuple] = {}
@@ -241,15 +242,35 @@ class Artifacts:
             return hit
         ent = self._entries.get((name, bk))
         if ent is None:
-            raise ArtifactError(
-                f"{self.path}: no {self.backend}/{self.target} variant of {name} with {_fmt(binding) or 'no binding'}; "
-                f"add it to the variant space and run: {_cmd(self.target, self.path, name)}")
-        try:
-            lk = load_entry(self.path, self._manifest_entries[ent.key], self.launcher, self.target)
-        except EntryError as e:
-            raise ArtifactError(f"{e}; rebuild with: {_cmd(self.target, self.path)}") from None
+            ent = self._only_match(name, binding)
+        lk = self._by_key.get(ent.key)
+        if lk is None:
+            try:
+                lk = load_entry(self.path, self._manifest_entries[ent.key], self.launcher, self.target)
+            except EntryError as e:
+                raise ArtifactError(f"{e}; rebuild with: {_cmd(self.target, self.path)}") from None
+            self._by_key[ent.key] = lk
         self._loaded[(name, bk)] = lk
         return lk
+
+    def _only_match(self, name: str, binding: dict) -> _Entry:
+        """The one entry of ``name`` whose binding includes ``binding`` (a user need not
+        repeat the consts the source defaults), or ArtifactError listing what there is."""
+        have = [e for (k, _), e in self._entries.items() if k == name]
+        hits = [e for e in have if all(e.binding.get(k) == v for k, v in binding.items())]
+        if len(hits) == 1:
+            return hits[0]
+        want = _fmt(binding) or "no binding"
+        if not have:
+            raise ArtifactError(
+                f"{self.path}: no {self.backend}/{self.target} entries of {name}; compile it into the directory "
+                f"(a library kernel: {_cmd(self.target, self.path, name)}; your own: tilec compile FILE.tile "
+                f"--target {self.target} --out {self.path})")
+        listed = "; ".join(_fmt(e.binding) for e in have[:6]) + ("; ..." if len(have) > 6 else "")
+        what = "several variants match" if hits else "no variant"
+        raise ArtifactError(f"{self.path}: {what} of {name} with {want} for {self.backend}/{self.target} "
+                            f"(entries: {listed}); compile the one you need: "
+                            f"{_cmd(self.target, self.path, name)}")
 
     # ------------------------------------------------------------------ GEMM selection
 

@@ -74,6 +74,9 @@ def check_out(out, shape: tuple, ref: torch.Tensor, what: str = "out") -> torch.
     if tuple(t.shape) != tuple(shape):
         raise InvalidArgument(f"{what}: shape {tuple(t.shape)}, expected {tuple(shape)}")
     check_same(ref, t, what, "the input")
+    if not t.is_contiguous() and any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape)):
+        raise InvalidArgument(f"{what}: overlapping memory (a stride of 0, e.g. from expand); "
+                              f"pass a tensor whose elements are distinct")
     return t
 
 

@@ -49,11 +49,16 @@ class LoadedKernel:
     def ir(self):
         """The entry's tile IR (from its ``ir.json``), for tools that inspect or re-lower it."""
         if self._ir is None:
+            from tilec.ir.printer import print_kernel
             from tilec.ir.serial import IRFormatError, from_json
             try:
-                self._ir = from_json(json.loads(self.files["ir.json"]))
+                ir = from_json(json.loads(self.files["ir.json"]))
             except (KeyError, ValueError, IRFormatError) as e:
                 raise EntryError(f"{ENTRIES}/{self.key}/ir.json: {e}") from None
+            # the key hashes kernel.ir: the JSON must describe exactly that program
+            if print_kernel(ir).encode() != self.files.get("kernel.ir"):
+                raise EntryError(f"{ENTRIES}/{self.key}/ir.json does not describe the program in kernel.ir")
+            self._ir = ir
         return self._ir
 
 

@@ -191,6 +191,7 @@ class JobResult:
     error: str = ""                              # rendered diagnostic on failure
     skipped: str = ""                            # why the target cannot take this variant
     info: dict = field(default_factory=dict)     # backend figures for the manifest (e.g. "gpu")
+    binding: dict = field(default_factory=dict)  # every const of the specialisation (defaults too)
 
 
 _KNOWN: dict[str, str] = {}   # key -> codegen status of the intact entries, set per worker
@@ -305,7 +306,7 @@ def run_group(jobs: list[Job], version: str) -> list[JobResult]:
     ir_text = print_kernel(kernel)
     out = []
     for job in jobs:
-        res = JobResult(job)
+        res = JobResult(job, binding=dict(kernel.consts))
         res.key = cache_key(ir_text, job.backend, job.target, version)
         mod, status = _codegen_module(job.backend)
         known = _KNOWN.get(res.key)
@@ -523,7 +524,7 @@ def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
                     old.get("codegen", "").startswith("unavailable") and r.codegen == "ok"):
                 already += 1
                 continue
-            meta = {"key": r.key, "kernel": job.kernel, "binding": job.binding_dict,
+            meta = {"key": r.key, "kernel": job.kernel, "binding": r.binding or job.binding_dict,
                     "backend": job.backend, "target": job.target, "compiler_version": version,
                     "codegen": r.codegen, "source": job.label or job.source, **r.info}
             files = dict(r.files)

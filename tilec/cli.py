@@ -321,13 +321,22 @@ def ls_cmd(dir):
         _fail(str(e))
     rows = sorted(m["entries"].values(), key=lambda e: (e.get("kernel", ""), e.get("target", ""),
                                                          e.get("backend", ""), json_key(e.get("binding"))))
-    click.echo(f"{'key':<16}  {'kernel':<16} {'target':<12} {'backend':<10} {'codegen':<12} binding")
+    gpu = any(isinstance(e.get("gpu"), dict) for e in rows)
+    click.echo(f"{'key':<16}  {'kernel':<16} {'target':<12} {'backend':<10} {'codegen':<12} "
+               + (f"{'regs':>4} {'spill':>6} {'smem':>7}  " if gpu else "") + "binding")
+    spilling = 0
     for e in rows:
         cg = e.get("codegen", "")
         cg = "ir-only*" if cg.startswith("unavailable") else cg
+        g = _gpu_cols(e.get("gpu")) if gpu else ""
+        spilling += g.endswith("!  ")
         click.echo(f"{e['key'][:16]}  {e.get('kernel', '?'):<16} {e.get('target', '?'):<12} "
-                   f"{e.get('backend', '?'):<10} {cg:<12} {_fmt_binding(e.get('binding') or {})}")
+                   f"{e.get('backend', '?'):<10} {cg:<12} {g}{_fmt_binding(e.get('binding') or {})}")
     click.echo(f"{len(rows)} entries")
+    if gpu:
+        click.echo("regs / spill / smem: registers per thread, spilled bytes (ptxas spill stores) and shared "
+                   "memory of the sm_XX binary compiled ahead of time"
+                   + (f"; {spilling} variant(s) spill (marked !)" if spilling else "; none spills"))
     skipped = sorted(m.get("skipped", {}).values(), key=lambda e: (e.get("kernel", ""), e.get("target", ""),
                                                                  json_key(e.get("binding"))))
     if skipped:
@@ -341,6 +350,17 @@ def ls_cmd(dir):
     click.echo("GEMM selection: " + (f"tuned tables {', '.join('tuning/' + t for t in tuning)} "
                                      f"(tilec show {dir} tuning/NAME); default elsewhere" if tuning else
                                      f"default table (no tuning; run: tilec tune {dir} --target T)"))
+
+
+def _gpu_cols(g) -> str:
+    """regs / spill / smem columns of an entry with a GPU binary ("!" marks a spilling one)."""
+    if not isinstance(g, dict):
+        return f"{'-':>4} {'-':>6} {'-':>7}  "
+    from codegen.triton.aot import spills
+    n = spills(g)
+    smem = g.get("shared", 0)
+    return (f"{g.get('regs', '?'):>4} {n:>6} {f'{smem // 1024}K' if smem >= 1024 else smem:>7}"
+            + ("!  " if n else "   "))
 
 
 def json_key(v) -> str:

@@ -60,7 +60,10 @@ class CpuKernel:
         kw = tensors
         kw.update(launch.scalars)
         kw.update(launch.dims)
-        with torch.inference_mode():
+        if torch.is_grad_enabled():      # entering a mode costs ~2 µs: only when needed
+            with torch.no_grad():
+                self.fn(**kw, _grid=launch.grid)
+        else:
             self.fn(**kw, _grid=launch.grid)
         for x, t in writeback:
             x[...] = t.view(torch.int16).numpy().view(x.dtype) if t.dtype == torch.bfloat16 else t.numpy()

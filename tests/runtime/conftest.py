@@ -39,3 +39,40 @@ def small_arts(tmp_path_factory):
     stats = cache.compile_jobs(small_jobs(), d)
     assert stats.failed == 0 and stats.compiled == 4 + 4
     return d
+
+
+# Every layer op's kernels, f32 and f16, for the runtime-op tests: a few GEMM tiles, the
+# attention tiles above, and the one or two variants each layer kernel has per dtype.
+LAYER_KERNELS = ("smooth_gemm_t", "meta_attention", "rmsnorm", "add_rmsnorm", "silu_mul", "rope",
+                 "embed", "kv_write")
+
+
+def layer_jobs(targets=(("cpu", "cpu"),), dtypes=("f32", "f16")):
+    jobs = []
+    for j in cache.library_jobs(list(targets), kernels=list(LAYER_KERNELS)):
+        b = j.binding_dict
+        if b["DT"] not in dtypes:
+            continue
+        if j.kernel == "meta_attention":
+            ok = b["D"] == 64 and b["BN"] == 16 and b["G"] in ATTN_G and b["BM"] in ATTN_BM
+        elif j.kernel == "smooth_gemm_t":
+            ok = b["BK"] == 32 and b["BM"] in GEMM_BM and b["BN"] in GEMM_BN
+        else:
+            ok = b.get("BN", 1024) <= 1024 and b.get("D", 64) == 64
+        if ok:
+            jobs.append(j)
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def layer_arts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("layer-arts")
+    stats = cache.compile_jobs(layer_jobs(), d)
+    assert stats.failed == 0 and stats.compiled > 0
+    return d
+
+
+@pytest.fixture(scope="session")
+def layer_jobs_for():
+    """layer_jobs, for tests that compile for other targets and backends."""
+    return layer_jobs

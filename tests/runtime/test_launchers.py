@@ -40,3 +40,17 @@ def test_linear_uses_the_directory_launcher(small_arts):
     w = np.full((32, 64), 0.5, np.float16)
     assert (arts.linear(x, w) == 32).all()
     assert arts.launch is arts.launch        # one launcher per directory
+
+
+def test_ascend_sim_without_a_target_uses_the_default_ascend_target(small_arts):
+    """get("ascend-sim") as its docstring shows: the default Ascend target, not a target named
+    after the launcher; a non-Ascend target is refused in one line."""
+    arts = open_artifacts(small_arts)
+    kernel, _ = arts.gemm(4, 64, 64, "f16")
+    a = np.ones((4, 64), np.float16)
+    w = np.full((64, 64), 0.25, np.float16)
+    c = np.zeros((4, 64), np.float16)
+    st = launchers.get("ascend-sim")(kernel, {"A": a, "W": w, "C": c})
+    assert st.cycles > 0 and (c == 16).all()
+    with pytest.raises(launchers.LauncherUnavailable, match="'h100' is not an Ascend target"):
+        launchers.get("ascend-sim", "h100")

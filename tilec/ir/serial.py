@@ -5,7 +5,8 @@ reference interpreter, the Ascend simulator) without the frontend.
     k = from_json(doc)             # raises IRFormatError on anything malformed
     print_kernel(from_json(to_json(k))) == print_kernel(k)     # the round trip is exact
 
-Values are numbered in definition order; ops refer to them by number. ``from_json`` checks
+Values are numbered in definition order; ops refer to them by number. Ordered mappings (op
+attributes, dims, consts) are lists of pairs, so a writer that sorts keys changes nothing. ``from_json`` checks
 every reference and type it reads and then runs the IR verifier, so a hand-edited document
 cannot produce a kernel the backends would trip over.
 """
@@ -67,7 +68,7 @@ class _Writer:
 
     def op(self, o: Op) -> dict:
         d = {"name": o.name, "operands": [self.ref(v) for v in o.operands],
-             "attrs": {k: _attr(v) for k, v in o.attrs.items()}}
+             "attrs": [[k, _attr(v)] for k, v in o.attrs.items()]}   # pairs: order is printed
         if o.loc is not None:
             d["loc"] = [o.loc.line, o.loc.col, o.loc.end_col]
         if o.regions:   # region arguments and ops are defined before the op's results
@@ -80,14 +81,14 @@ def to_json(k: Kernel) -> dict:
     w = _Writer()
     tensors = [{"name": tp.name, "value": w.define(tp.value)} for tp in k.tensors]
     scalars = [w.define(s) for s in k.scalars]
-    dims = {name: w.define(v) for name, v in k.dims.items()}
+    dims = [[name, w.define(v)] for name, v in k.dims.items()]
     grid = w.block(k.grid)
     body = w.block(k.body)
     return {"format": FORMAT, "version": VERSION, "name": k.name, "values": w.values,
             "tensors": tensors, "scalars": scalars, "dims": dims,
-            "consts": {n: _attr(v) for n, v in k.consts.items()},
+            "consts": [[n, _attr(v)] for n, v in k.consts.items()],
             "param_order": list(k.param_order),
-            "dim_sources": {n: [t, a] for n, (t, a) in k.dim_sources.items()},
+            "dim_sources": [[n, t, a] for n, (t, a) in k.dim_sources.items()],
             "source_file": k.source_file, "grid": grid, "body": body}
 
 
@@ -100,6 +101,11 @@ def _fail(msg: str):
 def _need(cond, msg: str) -> None:
     if not cond:
         _fail(msg)
+
+
+def _pairs(x, n: int) -> bool:
+    """A list of n-element lists whose first element is a name."""
+    return isinstance(x, list) and all(isinstance(p, list) and len(p) == n and isinstance(p[0], str) for p in x)
 
 
 def _read_type(d):
@@ -162,11 +168,11 @@ class _Reader:
 
     def op(self, d, depth: int) -> Op:
         _need(isinstance(d, dict) and isinstance(d.get("name"), str), "an op needs a 'name'")
-        _need(isinstance(d.get("operands"), list) and isinstance(d.get("attrs", {}), dict)
+        _need(isinstance(d.get("operands"), list) and _pairs(d.get("attrs", []), 2)
               and isinstance(d.get("results"), list) and isinstance(d.get("regions", []), list),
               f"op {d['name']!r}: malformed")
         operands = [self.ref(i) for i in d["operands"]]
-        attrs = {str(k): _read_attr(v) for k, v in d.get("attrs", {}).items()}
+        attrs = {str(k): _read_attr(v) for k, v in d.get("attrs", [])}
         loc = d.get("loc")
         if loc is not None:
             _need(isinstance(loc, list) and len(loc) == 3 and all(
@@ -189,27 +195,27 @@ def from_json(doc) -> Kernel:
     _need(isinstance(name, str) and name.isidentifier(), "bad kernel name")
     tensors = []
     _need(isinstance(doc.get("tensors"), list) and isinstance(doc.get("scalars"), list)
-          and isinstance(doc.get("dims"), dict), "'tensors', 'scalars' and 'dims' are required")
+          and _pairs(doc.get("dims"), 2), "'tensors', 'scalars' and 'dims' are required")
     for t in doc["tensors"]:
         _need(isinstance(t, dict) and isinstance(t.get("name"), str), "bad tensor parameter")
         v = r.define(t.get("value"))
         _need(isinstance(v.type, TensorType), f"tensor parameter {t['name']} has a tile type")
         tensors.append(TensorParam(t["name"], v))
     scalars = [r.define(i) for i in doc["scalars"]]
-    dims = {str(n): r.define(i) for n, i in doc["dims"].items()}
-    consts = doc.get("consts", {})
-    _need(isinstance(consts, dict) and all(isinstance(v, (int, str)) for v in consts.values()), "bad consts")
+    dims = {str(n): r.define(i) for n, i in doc["dims"]}
+    consts = doc.get("consts", [])
+    _need(_pairs(consts, 2) and all(isinstance(v, (int, str)) for _, v in consts), "bad consts")
+    consts = {str(n): v for n, v in consts}
     order = doc.get("param_order", [])
     _need(isinstance(order, list) and all(isinstance(x, str) for x in order), "bad param_order")
-    ds = doc.get("dim_sources", {})
-    _need(isinstance(ds, dict) and all(isinstance(v, list) and len(v) == 2 for v in ds.values()),
-          "bad dim_sources")
+    ds = doc.get("dim_sources", [])
+    _need(_pairs(ds, 3), "bad dim_sources")
     src = doc.get("source_file")
     _need(src is None or isinstance(src, str), "bad source_file")
     grid = r.block(doc.get("grid"), 0)
     body = r.block(doc.get("body"), 0)
-    k = Kernel(name, tensors, scalars, dims, dict(consts), grid, body, list(order),
-               {n: (str(t), int(a)) for n, (t, a) in ds.items()}, src)
+    k = Kernel(name, tensors, scalars, dims, consts, grid, body, list(order),
+               {str(n): (str(t), int(a)) for n, t, a in ds}, src)
     for tp in tensors:
         tp.value.owner = k
     for s in scalars:
