@@ -120,11 +120,15 @@ def bench_launch(d: Path, reps: int) -> list[str]:
         arts.run(p, case.q, case.k_cache, case.v_cache, case.block_table, out, case.scale)
         return out
 
+    from runtime.plan import Stage
+    alone = [Stage(s.kind, s.seq, 0, s.num_tokens, s.context_len, s.tree) for s in case.stages]
+
     def per_stage():
         out = np.zeros_like(case.q)
-        for s in case.stages:
-            p = arts.plan([s], HKV, G, D)
-            arts.run(p, case.q, case.k_cache, case.v_cache, case.block_table, out, case.scale)
+        for s, a in zip(case.stages, alone):    # each stage on its own rows of q and out
+            rows = slice(s.q_start, s.q_start + s.num_tokens)
+            p = arts.plan([a], HKV, G, D)
+            arts.run(p, case.q[rows], case.k_cache, case.v_cache, case.block_table, out[rows], case.scale)
         return out
 
     res = {}

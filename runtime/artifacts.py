@@ -52,6 +52,7 @@ launcher says plainly that CANN / torch_npu are absent. ``backend="ascend"`` mea
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,9 +315,10 @@ class Artifacts:
             binding = dict(max(cands, key=lambda b: (N % b["BN"] == 0, K % b["BK"] == 0, b["BN"], b["BK"])))
         return self.kernel(kname, **binding), binding
 
-    def linear(self, x, w, out=None):
-        """``C = x @ w^T`` (x [M, K], w [N, K]) through the selected variant; rows past M are
-        virtual padding (nothing is copied or padded). Returns ``out`` (allocated if None)."""
+    def linear(self, x, w, out=None, bias=None):
+        """``C = x @ w^T (+ bias)`` (x [M, K], w [N, K], bias [N]) through the selected variant;
+        rows past M are virtual padding (nothing is copied or padded). Returns ``out``
+        (allocated if None)."""
         xt, wt = _chk.as_tensor(x, "linear: x"), _chk.as_tensor(w, "linear: w")
         _chk.check_2d(xt, "linear: x")
         _chk.check_2d(wt, "linear: w")
@@ -326,9 +328,17 @@ class Artifacts:
         M, K = xt.shape
         N = wt.shape[0]
         c = self._out(out, (M, N), xt, "linear: out")
+        if bias is not None:
+            bt = _chk.as_tensor(bias, "linear: bias")
+            if tuple(bt.shape) != (N,):
+                raise InvalidArgument(f"linear: bias has shape {tuple(bt.shape)}, expected ({N},)")
+            _chk.check_same(xt, bt, "linear: bias", "x")
         if M:
-            kernel, _ = self.gemm(M, N, K, _chk.dtype_name(xt, "linear: x"), trans_b=True)
+            dt = _chk.dtype_name(xt, "linear: x")
+            kernel, _ = self.gemm(M, N, K, dt, trans_b=True)
             kernel({"A": xt, "W": wt, "C": c})
+            if bias is not None:
+                self._pick("bias_add", dt, {})({"X": c, "B": bt})
         return _chk.like_input(c, x if out is None else out)
 
     @staticmethod
@@ -474,7 +484,7 @@ class Artifacts:
 
     # ------------------------------------------------------------------ attention
 
-    @property
+    @functools.cached_property
     def num_cores(self) -> int:
         """Cores the task table is dealt over: AI cores (Ascend), SMs (GPU), host cores."""
         from tilec import targets
@@ -527,7 +537,8 @@ class Artifacts:
              num_cores: int | None = None) -> _plan.Plan:
         """The step's attention plan with this directory's tiles (plan once, run every layer).
         Stages must cover Q tokens 0 .. T-1 without overlap or gap."""
-        tiles = self.attention_tiles(group, head_dim, dtype)
+        key = ("tiles", group, head_dim, dtype)
+        tiles = self._attn_memo.get(key) or self.attention_tiles(group, head_dim, dtype)
         kinds = {s.kind for s in stages} or set(_plan.KINDS)
         bm = max(tiles[k]["BM"] for k in kinds)
         rows = {k: min(t["BM"], bm) for k, t in tiles.items()}

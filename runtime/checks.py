@@ -94,18 +94,9 @@ def check_index_values(idx: torch.Tensor, lo: int, hi: int, what: str) -> None:
 def check_stages_cover(tokens) -> None:
     """Stages (already checked not to overlap) must cover Q tokens [0, total) with no gap: a
     gap would leave output rows unwritten."""
-    if len(tokens) == 0:
-        return
-    end = tokens.start + tokens.tokens
-    total = int(tokens.tokens.sum())
-    if int(end.max()) != total or int(tokens.start.min()) != 0:
-        order = np.argsort(tokens.start)
-        pos = 0
-        for i in order.tolist():
-            if int(tokens.start[i]) != pos:
-                raise InvalidArgument(f"stages leave Q tokens [{pos}, {int(tokens.start[i])}) uncovered "
-                                      f"(stage {i} starts at {int(tokens.start[i])})")
-            pos = int(end[i])
+    gap = tokens.gap()
+    if gap is not None:
+        raise InvalidArgument(f"stages leave Q tokens [{gap[0]}, {gap[1]}) uncovered")
 
 
 def check_block_table(tokens, bt: np.ndarray, num_blocks: int, block_size: int) -> None:

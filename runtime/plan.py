@@ -251,6 +251,20 @@ class TokenTable:
     def total_tiles(self) -> int:
         return int(self._x[_X_NUM_TILES].sum())
 
+    def gap(self) -> Optional[Tuple[int, int]]:
+        """The first range [a, b) of Q tokens no stage covers, below the last stage's end, or
+        None when the stages tile 0 .. total-1 (stages are already known not to overlap)."""
+        start = self._x[COL_Q_START]
+        end = start + self._x[_X_TOKENS]
+        if start.size == 0 or (start[0] == 0 and (start[1:] == end[:-1]).all()):
+            return None             # the usual layout: in order, back to back
+        pos = 0
+        for i in np.argsort(start, kind="stable").tolist():
+            if int(start[i]) != pos:
+                return pos, int(start[i])
+            pos = int(end[i])
+        return None
+
     def kinds(self) -> list:
         """Stage kinds as strings."""
         return [KINDS[k] for k in self._x[_X_KIND].tolist()]

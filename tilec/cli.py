@@ -461,7 +461,7 @@ def gc_cmd(dir):
 @click.option("--tp", default=1, show_default=True, type=click.IntRange(min=1), help="tensor-parallel degree")
 @click.option("--budget", default=None, type=click.IntRange(min=1),
               help="largest M (tokens) to tune for; buckets 1, 2, 4, .. up to it [default: 64]")
-@click.option("--dtype", default="f16", show_default=True, type=click.Choice(["f16", "bf16"]))
+@click.option("--dtype", default="f16", show_default=True, type=click.Choice(["f16", "bf16", "f32"]))
 @click.option("--reps", default=None, type=click.IntRange(min=1), help="timed runs per candidate [default: 3]")
 @click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: on a terminal)")
 def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress):

@@ -44,7 +44,7 @@ def small_arts(tmp_path_factory):
 # Every layer op's kernels, f32 and f16, for the runtime-op tests: a few GEMM tiles, the
 # attention tiles above, and the one or two variants each layer kernel has per dtype.
 LAYER_KERNELS = ("smooth_gemm_t", "meta_attention", "rmsnorm", "add_rmsnorm", "silu_mul", "rope",
-                 "embed", "kv_write")
+                 "embed", "kv_write", "bias_add")
 
 
 def layer_jobs(targets=(("cpu", "cpu"),), dtypes=("f32", "f16")):

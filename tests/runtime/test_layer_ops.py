@@ -60,6 +60,8 @@ def test_linear_norm_act(arts_dir, name, dt):
     M = 3 if name == "triton" else 37
     x, w = _rand(g, (M, 64), dt), _rand(g, (48, 64), dt)
     _close(arts.linear(x, w), x.float() @ w.float().T, dt, "linear")
+    b = _rand(g, (48,), dt)
+    _close(arts.linear(x, w, bias=b), x.float() @ w.float().T + b.float(), dt, "linear + bias")
     # rmsnorm, then the residual form: r += x; y = norm(r)
     h, nw = _rand(g, (M, 96), dt), _rand(g, (96,), dt)
     ref = h.float() * torch.rsqrt(h.float().pow(2).mean(1, keepdim=True) + 1e-5) * nw.float()
