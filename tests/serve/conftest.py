@@ -1,0 +1,61 @@
+"""The engine on SmolLM2-135M-Instruct (cpu backend, f32) and its oracle, Hugging Face
+transformers on the same GGUF. The dequantised weights and the compiled, tuned artifacts sit
+in one cache directory shared by the test workers (made once, under a file lock); each worker
+then opens its own engine in about a second."""
+import filelock
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    d = tmp_path_factory.getbasetemp().parent / "tilec-cache"      # one for all workers
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def engine(cache_dir):
+    from serve.config import EngineConfig
+    from serve.engine import LLMEngine
+    with filelock.FileLock(str(cache_dir) + ".lock"):
+        return LLMEngine(EngineConfig(cache_dir=str(cache_dir), kv_cache_memory=64 << 20, progress=False))
+
+
+def _gguf():
+    from serve.model_files import default_model_path
+    p = default_model_path()
+    return str(p.parent), p.name
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer():
+    transformers = pytest.importorskip("transformers")
+    d, f = _gguf()
+    return transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+
+
+@pytest.fixture(scope="session")
+def hf(hf_tokenizer):
+    """(tokenizer, model) from transformers, f32, on the default GGUF."""
+    import transformers
+    d, f = _gguf()
+    model = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    model.eval()
+    return hf_tokenizer, model
+
+
+@pytest.fixture(scope="session")
+def run_all():
+    return _run_all
+
+
+def _run_all(engine, prompts, params):
+    """Generate for prompts (token-id lists) together; finished outputs in order."""
+    ids = [engine.add_request(p, sp) for p, sp in zip(prompts, params)]
+    done = {}
+    while engine.has_unfinished():
+        for o in engine.step():
+            if o.finished:
+                done[o.request_id] = o
+    return [done[i] for i in ids]
