@@ -31,6 +31,11 @@ class EngineConfig:
     max_num_batched_tokens: int = 512 # token budget of one step (decodes + prefill chunks)
     max_num_seqs: int = 64            # running sequences at most
     max_model_len: int | None = None  # None: the model's context length
+    policy: str = "hybrid"            # hybrid | prefill-first | decode-first (serve/scheduler.py)
+    prefix_caching: bool = True       # reuse cached KV of shared prompt prefixes (radix tree)
+    speculative: str | None = None    # None | "chain" | "tree": prompt-lookup drafts, verified in the batch
+    spec_max_draft: int = 4           # draft tokens per verify at most
+    spec_branches: int = 2            # continuations in a tree draft
     tune: bool = True                 # tune the GEMM/attention tables on first use
     progress: bool | None = None      # progress bars (None: when stderr is a terminal)
     cache_dir: str | None = None
@@ -46,6 +51,10 @@ class EngineConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError(f"num_kv_blocks must be >= 1, got {self.num_kv_blocks}")
+        if self.policy not in ("hybrid", "prefill-first", "decode-first"):
+            raise ValueError(f"policy must be hybrid, prefill-first or decode-first, got {self.policy!r}")
+        if self.speculative not in (None, "chain", "tree"):
+            raise ValueError(f"speculative must be None, 'chain' or 'tree', got {self.speculative!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 

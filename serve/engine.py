@@ -18,10 +18,13 @@ from .block_pool import BlockPool
 from .config import EngineConfig
 from .model_files import load_model
 from .model_runner import ModelRunner, kv_bytes_per_block
+from .prefix_cache import PrefixCache
+from .sampler import generator_for, sample
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .setup import prepare_artifacts
+from .spec_decode import Drafter, SpecConfig, accept
 from .tokenizer import Detokenizer
 
 __all__ = ["LLMEngine", "RequestOutput", "RequestError"]
@@ -65,19 +68,28 @@ class LLMEngine:
         per_block = kv_bytes_per_block(cfg, c.block_size, self.model.weights["embed"].dtype)
         num_blocks = c.num_kv_blocks or max(1, c.kv_cache_memory // per_block)
         self.pool = BlockPool(num_blocks, c.block_size)
-        self.scheduler = Scheduler(self.pool, c.max_num_batched_tokens, c.max_num_seqs)
+        self.prefix_cache = PrefixCache(self.pool) if c.prefix_caching else None
+        self.drafter = None
+        if c.speculative:
+            self.drafter = Drafter(SpecConfig(max_draft=c.spec_max_draft,
+                                              branches=1 if c.speculative == "chain" else c.spec_branches))
+        self.scheduler = Scheduler(self.pool, c.max_num_batched_tokens, c.max_num_seqs, c.policy,
+                                   self.prefix_cache, self.drafter)
         self.runner = ModelRunner(self.model, self.arts, num_blocks, c.block_size, self.max_model_len)
         self._ids = itertools.count()
         self.seqs: dict[int, Sequence] = {}
         self.last_step = StepStats()
-        self.totals = {"steps": 0, "prefill_tokens": 0, "decode_tokens": 0, "generated": 0}
+        self.totals = {"steps": 0, "prefill_tokens": 0, "decode_tokens": 0, "verify_tokens": 0, "generated": 0,
+                       "drafted": 0, "accepted": 0, "verifies": 0}
 
     def describe(self) -> str:
         c = self.config
         return (f"{self.model.describe()}\n"
                 f"engine: backend {c.backend} ({self.arts.launcher}, target {c.target}), "
                 f"{torch.get_num_threads()} threads, KV cache {self.pool.num_blocks} blocks x {c.block_size} "
-                f"tokens, budget {c.max_num_batched_tokens} tokens/step, context {self.max_model_len}; "
+                f"tokens, budget {c.max_num_batched_tokens} tokens/step, context {self.max_model_len}, "
+                f"policy {c.policy}, prefix caching {'on' if c.prefix_caching else 'off'}, speculative "
+                f"{c.speculative or 'off'}; "
                 f"artifacts {self.arts.path} ({self.arts.selection})")
 
     # -------------------------------------------------------------- requests
@@ -143,24 +155,78 @@ class LLMEngine:
                 self.scheduler.finish(seq, "abort")
                 return [self._output(seq, "")]
             return []
-        results = self.runner.run(batch)
+        logits, wanted = self.runner.run(batch)
+        for src, _, _ in batch.copies:              # the copies' sources were held for the step
+            self.pool.release([src])
         now = time.perf_counter()
+        st = self.last_step = StepStats(seqs=len(batch.items))
         for seq, n in batch.items:
-            seq.num_computed += n
-        outs = []
-        for seq, tok in results:
-            outs.append(self._append(seq, tok, now))
-        st = self.last_step = StepStats(seqs=len(batch.items), seconds=now - t0)
-        for seq, n in batch.items:
-            if n == 1 and seq.num_computed > 1:
+            if seq.draft is not None:
+                self.totals["verify_tokens"] += n
+                st.decode_tokens += n
+            elif n == 1 and seq.num_computed > 0:
                 st.decode_tokens += 1
             else:
                 st.prefill_tokens += n
+            seq.num_computed += n
+        outs, plain, plain_rows, verified = [], [], [], []
+        moves: list[tuple[int, int]] = []
+        for seq, r, cnt in wanted:
+            if seq.draft is None:
+                plain.append(seq)
+                plain_rows.append(r)
+            else:
+                verified.append((seq, self._verify(seq, logits[r:r + cnt], moves)))
+        if moves:          # accepted tree nodes' KV packed after their parents', before any reuse
+            self.runner.copy_slots([s for s, _ in moves], [d for _, d in moves])
+        for seq, toks in verified:
+            out = None
+            for t in toks:
+                out = self._append(seq, t, now)
+                if seq.is_finished:
+                    break
+            outs.append(out)
+        if plain:
+            for seq, tok in zip(plain, sample(logits[plain_rows], plain)):
+                outs.append(self._append(seq, tok, now))
+        if self.prefix_cache is not None:          # full blocks this step computed become shareable
+            for seq, _ in batch.items:
+                if not seq.is_finished and seq.block_ids:
+                    self.prefix_cache.insert(seq.tokens, seq.block_ids, seq.num_computed)
+        for seq, _ in batch.items:
+            seq.draft = None
+        st.seconds = time.perf_counter() - t0
         self.totals["steps"] += 1
         self.totals["prefill_tokens"] += st.prefill_tokens
         self.totals["decode_tokens"] += st.decode_tokens
-        self.totals["generated"] += len(results)
+        self.totals["generated"] += len(outs)
         return outs
+
+    def _verify(self, seq: Sequence, logits: torch.Tensor, moves: list) -> list[int]:
+        """Accept a prefix of ``seq``'s draft tree with the model's logits (one row per
+        node); roll its KV back to the accepted path (moving tree nodes' KV next to their
+        parents' in ``moves``) and free blocks the rejected tokens used. The new tokens."""
+        d = seq.draft
+        ctx = seq.num_computed - len(d.tokens)     # the root's position
+        gen = None if seq.params.greedy else generator_for(seq)
+        path, toks = accept(d, logits, seq.params, gen)
+        bs = self.pool.block_size
+
+        def slot(pos):
+            return seq.block_ids[pos // bs] * bs + pos % bs
+        for j, node in enumerate(path, start=1):
+            if node != j:
+                moves.append((slot(ctx + node), slot(ctx + j)))
+        seq.num_computed = ctx + 1 + len(path)
+        keep = -(-seq.num_computed // bs)
+        if len(seq.block_ids) > keep:
+            self.pool.release(seq.block_ids[keep:])
+            del seq.block_ids[keep:]
+        self.drafter.update(seq, len(d), len(path))
+        self.totals["drafted"] += len(d)
+        self.totals["accepted"] += len(path)
+        self.totals["verifies"] += 1
+        return toks
 
     def _append(self, seq: Sequence, tok: int, now: float) -> RequestOutput:
         sp = seq.params

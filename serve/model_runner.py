@@ -9,7 +9,6 @@ import torch
 from runtime.plan import Stage
 
 from .llama import Llama, StepInputs
-from .sampler import sample
 from .scheduler import ScheduledBatch
 
 __all__ = ["ModelRunner", "kv_bytes_per_block"]
@@ -36,28 +35,37 @@ class ModelRunner:
         self.last_plan = None
 
     def prepare(self, batch: ScheduledBatch) -> tuple[StepInputs, list]:
-        """The step's inputs and the sequences that sample (in sample-row order)."""
+        """The step's inputs, and (sequence, first sample row, rows) for each sequence whose
+        logits are wanted: the last row of a finished prompt or decode, every node of a
+        verify."""
         bs = self.block_size
-        ids, pos, slots, stages, rows, samplers = [], [], [], [], [], []
+        ids, pos, slots, stages, rows, wanted = [], [], [], [], [], []
         maxb = max(len(seq.block_ids) for seq, _ in batch.items)
         table = np.zeros((len(batch.items), maxb), np.int32)
         q = 0
         for row, (seq, n) in enumerate(batch.items):
             start = seq.num_computed
-            toks = seq.tokens[start:start + n]
-            p = np.arange(start, start + n, dtype=np.int64)
             blocks = np.asarray(seq.block_ids, dtype=np.int64)
             table[row, : len(blocks)] = blocks
-            ids.append(np.asarray(toks, np.int32))
-            pos.append(p.astype(np.int32))
+            p = np.arange(start, start + n, dtype=np.int64)          # KV slots, in order
             slots.append((blocks[p // bs] * bs + p % bs).astype(np.int32))
-            if n == 1 and start > 0:
-                stages.append(Stage.decode(row, q, start))
+            d = seq.draft
+            if d is not None:                       # verify: the last token, then the draft tree
+                ids.append(np.asarray(d.tokens, np.int32))
+                pos.append((start + np.asarray(d.depths)).astype(np.int32))
+                stages.append(Stage.verify(row, q, n, start, None if d.is_chain else d.mask()))
+                wanted.append((seq, len(rows), n))
+                rows.extend(range(q, q + n))
             else:
-                stages.append(Stage.prefill(row, q, n, start))
-            if start + n == seq.num_tokens:        # every known token computed: sample the next
-                rows.append(q + n - 1)
-                samplers.append(seq)
+                ids.append(np.asarray(seq.tokens[start:start + n], np.int32))
+                pos.append(p.astype(np.int32))
+                if n == 1 and start > 0:
+                    stages.append(Stage.decode(row, q, start))
+                else:
+                    stages.append(Stage.prefill(row, q, n, start))
+                if start + n == seq.num_tokens:    # every known token computed: sample the next
+                    wanted.append((seq, len(rows), 1))
+                    rows.append(q + n - 1)
             q += n
         dev = self.device
         plan = self.arts.plan(stages, self.cfg.num_kv_heads, self.cfg.group, self.cfg.head_dim, self.dtype_name)
@@ -68,16 +76,33 @@ class ModelRunner:
             slots=torch.from_numpy(np.concatenate(slots)).to(dev),
             plan=plan, block_table=torch.from_numpy(table).to(dev),
             sample_rows=torch.tensor(rows, dtype=torch.int32, device=dev))
-        return inputs, samplers
+        return inputs, wanted
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> list[tuple[object, int]]:
-        """Run one step; (sequence, next token) for each sequence that sampled."""
-        inputs, samplers = self.prepare(batch)
+    def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list]:
+        """Run one step: first the batch's KV copies (copy-on-write of a cached partial
+        block), then the forward. (logits of the wanted rows, (sequence, first row, rows))."""
+        for src, dst, n in batch.copies:
+            bs = self.block_size
+            self.copy_slots(np.arange(n) + src * bs, np.arange(n) + dst * bs)
+        inputs, wanted = self.prepare(batch)
         logits = self.llama.forward(inputs, self.k_cache, self.v_cache)
-        if not samplers:
-            return []
-        return list(zip(samplers, sample(logits, samplers)))
+        return logits, wanted
+
+    def copy_slots(self, src, dst) -> None:
+        """KV of cache slots ``src`` copied to slots ``dst`` in every layer, through the
+        library's row gather (embed) and paged write (kv_write) kernels."""
+        if not len(src):
+            return
+        dev = self.device
+        s = torch.as_tensor(np.asarray(src, np.int32), device=dev)
+        d = torch.as_tensor(np.asarray(dst, np.int32), device=dev)
+        _, nb, bs, hkv, hd = self.k_cache.shape
+        for layer in range(self.cfg.num_layers):
+            kc, vc = self.k_cache[layer], self.v_cache[layer]
+            k = self.arts.embed(kc.view(nb * bs, hkv * hd), s).view(-1, hkv, hd)
+            v = self.arts.embed(vc.view(nb * bs, hkv * hd), s).view(-1, hkv, hd)
+            self.arts.kv_write(k, v, kc, vc, d)
 
     def logits(self, batch: ScheduledBatch) -> torch.Tensor:
         """The step's sample-row logits without sampling (tests and near-tie reports)."""

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sample", "probabilities"]
+__all__ = ["sample", "probabilities", "generator_for"]
+
+
+def generator_for(seq) -> torch.Generator:
+    """The sequence's own random generator (seeded from its parameters, else from entropy)."""
+    if seq.generator is None:
+        seq.generator = torch.Generator()
+        if seq.params.seed is not None:
+            seq.generator.manual_seed(seq.params.seed)
+        else:
+            seq.generator.seed()
+    return seq.generator
 
 
 def probabilities(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
@@ -34,12 +45,6 @@ def sample(logits: torch.Tensor, seqs) -> list[int]:
         if sp.greedy:
             out.append(int(g))
             continue
-        if seq.generator is None:
-            seq.generator = torch.Generator()
-            if sp.seed is not None:
-                seq.generator.manual_seed(sp.seed)
-            else:
-                seq.generator.seed()
         p = probabilities(logits[row], sp.temperature, sp.top_k, sp.top_p)
-        out.append(int(torch.multinomial(p.cpu(), 1, generator=seq.generator)))
+        out.append(int(torch.multinomial(p.cpu(), 1, generator=generator_for(seq))))
     return out

@@ -38,6 +38,8 @@ class Sequence:
         self.first_token_time: float | None = None
         self.token_times: list[float] = []
         self.generator = None        # torch.Generator for seeded sampling (made on first use)
+        self.draft = None            # spec_decode.Draft verified by this step, if any
+        self.spec = None             # spec_decode.DraftState (draft length adaptation)
 
     # -------------------------------------------------------------- tokens
     @property

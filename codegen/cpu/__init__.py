@@ -57,6 +57,7 @@ class CpuKernel:
         for g in launch.grid:
             if g == 0:
                 return
+        self._unalias(tensors)
         kw = tensors
         kw.update(launch.scalars)
         kw.update(launch.dims)
@@ -67,6 +68,21 @@ class CpuKernel:
             self.fn(**kw, _grid=launch.grid)
         for x, t in writeback:
             x[...] = t.view(torch.int16).numpy().view(x.dtype) if t.dtype == torch.bfloat16 else t.numpy()
+
+
+    def _unalias(self, tensors: dict) -> None:
+        """Launch semantics: each program reads its tiles before it stores. The generated code
+        loads all programs' tiles as views where it can, so an input that shares memory with
+        an output (rope in place: X and Y are one tensor) is read from a snapshot instead."""
+        written = [tensors[n] for n in self.signature.written]
+        if not written:
+            return
+        ptrs = {w.untyped_storage().data_ptr() for w in written}
+        for t in self.signature.tensors:
+            if not t.written:
+                x = tensors[t.name]
+                if x.untyped_storage().data_ptr() in ptrs:
+                    tensors[t.name] = x.clone()
 
 
 def load(source: str, signature: Signature) -> CpuKernel:

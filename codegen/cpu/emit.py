@@ -128,6 +128,7 @@ class Emitter:
         self.done: set = set()           # ops already emitted (hoisted out of a loop)
         self.pure: list = []             # (line index, names bound) of pure assignments
         self.blocked_loads: dict = {}    # load result -> (tensor value, rt.tile_load dims)
+        self.stored_params = {op.operands[0] for op in kernel.walk() if op.name == "store"}
         self.G = kernel.grid_rank        # leading instance axes, one per grid axis
         self.ones = ", ".join(["1"] * self.G)
         self.lead = ", ".join([":"] * self.G)      # index prefix keeping the instance axes
@@ -1003,7 +1004,9 @@ class Emitter:
         if row is not None:
             self.emit(f"{self.n(r)} = {row}")
             return True
-        self.emit(f"{self.n(r)} = rt.tile_load({t}, {self.G}, _grid, {self._dims_src(spec[0])}, {other})")
+        # a view of a tensor this kernel also stores into would see those stores: a copy
+        fresh = ", fresh=True" if op.operands[0] in self.stored_params else ""
+        self.emit(f"{self.n(r)} = rt.tile_load({t}, {self.G}, _grid, {self._dims_src(spec[0])}, {other}{fresh})")
         return True
 
     def _table_row(self, op: Op, dims, other: str):

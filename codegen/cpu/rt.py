@@ -377,10 +377,12 @@ def _plan(t: torch.Tensor, lead: int, grid: tuple, dims) -> _TilePlan:
     return _memo(_PLANS, key, lambda: _TilePlan(*key))
 
 
-def tile_load(t: torch.Tensor, lead: int, grid: tuple, dims, other=0) -> torch.Tensor:
+def tile_load(t: torch.Tensor, lead: int, grid: tuple, dims, other=0, fresh: bool = False) -> torch.Tensor:
+    """The tiles of every program; a view of ``t`` where they lie inside it, unless ``fresh``
+    (the kernel stores into ``t``, and a load must not see a later store)."""
     p = _plan(t, lead, grid, dims)
     if p.inside:
-        x = t[p.src]
+        x = t[p.src].clone() if fresh else t[p.src]
     else:
         x = t.new_full(p.full, other)
         if p.nonempty:
