@@ -19,7 +19,9 @@ def engine(cache_dir):
     from serve.config import EngineConfig
     from serve.engine import LLMEngine
     with filelock.FileLock(str(cache_dir) + ".lock"):
-        return LLMEngine(EngineConfig(cache_dir=str(cache_dir), kv_cache_memory=64 << 20, progress=False))
+        # the plain engine (no prefix reuse, no drafts): test_workload.py makes its own for those
+        return LLMEngine(EngineConfig(cache_dir=str(cache_dir), kv_cache_memory=64 << 20, progress=False,
+                                      prefix_caching=False))
 
 
 def _gguf():
