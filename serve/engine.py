@@ -50,6 +50,7 @@ class RequestOutput:
 class StepStats:
     prefill_tokens: int = 0
     decode_tokens: int = 0
+    verify_tokens: int = 0
     seqs: int = 0
     seconds: float = 0.0
 
@@ -121,7 +122,7 @@ class LLMEngine:
 
     def abort(self, request_id: int) -> bool:
         """Stop a request and free its KV blocks; False if it was not running or waiting."""
-        seq = self.seqs.get(request_id)
+        seq = self.seqs.pop(request_id, None)
         if seq is None or seq.is_finished:
             return False
         self.scheduler.finish(seq, "abort")
@@ -153,7 +154,8 @@ class LLMEngine:
             if self.scheduler.waiting and not self.scheduler.running:
                 seq = self.scheduler.waiting[0]     # nothing runs and it cannot start: refuse it
                 self.scheduler.finish(seq, "abort")
-                return [self._output(seq, "")]
+                self.seqs.pop(seq.seq_id, None)
+                return [self.output(seq)]
             return []
         logits, wanted = self.runner.run(batch)
         for src, _, _ in batch.copies:              # the copies' sources were held for the step
@@ -163,7 +165,7 @@ class LLMEngine:
         for seq, n in batch.items:
             if seq.draft is not None:
                 self.totals["verify_tokens"] += n
-                st.decode_tokens += n
+                st.verify_tokens += n
             elif n == 1 and seq.num_computed > 0:
                 st.decode_tokens += 1
             else:
@@ -256,12 +258,14 @@ class LLMEngine:
         else:
             safe = len(seq.text)
             self.scheduler.finish(seq, reason)
+            self.seqs.pop(seq.seq_id, None)
         delta = seq.text[emitted:safe] if safe > emitted else ""
         seq.emitted = max(emitted, safe)
-        return self._output(seq, delta)
+        return self.output(seq, delta)
 
-    def _output(self, seq: Sequence, delta: str) -> RequestOutput:
-        m = {"arrival": seq.arrival, "first_token": seq.first_token_time, "preemptions": seq.num_preemptions}
+    def output(self, seq: Sequence, delta: str = "") -> RequestOutput:
+        m = {"arrival": seq.arrival, "scheduled": seq.scheduled_time, "first_token": seq.first_token_time,
+             "preemptions": seq.num_preemptions}
         return RequestOutput(seq.seq_id, seq.prompt_ids, list(seq.output_ids), seq.text, delta,
                              seq.is_finished, seq.finish_reason, m)
 

@@ -23,6 +23,7 @@ recomputed (its cached prefix usually survives), so the engine never runs out of
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -176,6 +177,8 @@ class Scheduler:
         self.waiting.popleft()
         seq.status = Status.RUNNING
         seq.draft = None
+        if seq.scheduled_time is None:
+            seq.scheduled_time = time.perf_counter()
         self.running.append(seq)
         batch.items.append((seq, n))
         return True

@@ -35,6 +35,7 @@ class Sequence:
         self.emitted = 0             # characters of text already streamed
         self.num_preemptions = 0
         self.arrival = time.perf_counter()
+        self.scheduled_time: float | None = None     # first admitted into a batch
         self.first_token_time: float | None = None
         self.token_times: list[float] = []
         self.generator = None        # torch.Generator for seeded sampling (made on first use)

@@ -579,6 +579,99 @@ def generate_cmd(prompts, chat, max_tokens, temperature, top_k, top_p, seed, sto
                f"{1e3 * min(first.values()):.0f} ms; finished: {reasons}]", err=True)
 
 
+@main.command("serve")
+@_engine_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="interface to bind (0.0.0.0: every one)")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--served-model-name", default=None, help="the model name clients send [default: the model's]")
+@click.option("--api-key", default=None, envvar="TILEC_API_KEY",
+              help="require 'Authorization: Bearer KEY' on every endpoint but /health ($TILEC_API_KEY)")
+@click.option("--max-waiting", default=256, show_default=True, type=click.IntRange(min=1),
+              help="waiting requests beyond which new ones get 503")
+@click.option("--policy", default="hybrid", show_default=True,
+              type=click.Choice(["hybrid", "prefill-first", "decode-first"]))
+@click.option("--speculative", default=None, type=click.Choice(["chain", "tree"]),
+              help="prompt-lookup speculative decoding [default: off]")
+@click.option("--no-prefix-caching", is_flag=True, help="do not reuse cached prompt prefixes")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(host, port, served_model_name, api_key, max_waiting, policy, speculative, no_prefix_caching,
+              log_level, **eng):
+    """Serve the model over an OpenAI-compatible HTTP API (completions, chat, streaming,
+    /v1/models, /health, Prometheus /metrics)."""
+    from serve.server import Server
+    cfg = _engine_config(**eng)
+    cfg.policy, cfg.speculative, cfg.prefix_caching = policy, speculative, not no_prefix_caching
+    engine = _make_engine(cfg)
+    click.echo(engine.describe(), err=True)
+    srv = Server(engine=engine, host=host, port=port, served_model_name=served_model_name, api_key=api_key,
+                 max_waiting=max_waiting, log_level=log_level)
+    click.echo(f"serving '{srv.name}' on {srv.url}/v1 (Ctrl-C to stop)"
+               + ("; API key required" if api_key else ""), err=True)
+    try:
+        srv.run()
+    except OSError as e:
+        _fail(f"cannot serve on {host}:{port}: {e.strerror or e}")
+
+
+@main.command("bench-serve")
+@click.option("--base-url", required=True, help="the server's API root, e.g. http://127.0.0.1:8000/v1")
+@click.option("--model", default=None, help="model name to send [default: the server's first, from /v1/models]")
+@click.option("--num-prompts", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--input-len", default=64, show_default=True, type=click.IntRange(min=1), help="words per prompt (+-50%)")
+@click.option("--output-len", default=32, show_default=True, type=click.IntRange(min=1), help="max_tokens")
+@click.option("--request-rate", "rates", default="inf", show_default=True,
+              help="Poisson arrival rate(s) in req/s, comma-separated; inf: all at once")
+@click.option("--max-concurrency", default=None, type=click.IntRange(min=1), help="requests in flight at most")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--slo-ttft", default=None, type=float, help="SLO on TTFT in seconds (goodput)")
+@click.option("--slo-tpot", default=None, type=float, help="SLO on TPOT in seconds (goodput)")
+@click.option("--api-key", default=None, envvar="OPENAI_API_KEY")
+@click.option("--json", "json_out", default=None, type=click.Path(path_type=Path), help="write the results as JSON")
+def bench_serve_cmd(base_url, model, num_prompts, input_len, output_len, rates, max_concurrency, seed,
+                    slo_ttft, slo_tpot, api_key, json_out):
+    """Benchmark an OpenAI-compatible server with streaming completions (vLLM's
+    benchmark_serving is the model): throughput, TTFT, TPOT, ITL, goodput."""
+    import asyncio
+    import json
+
+    import httpx
+
+    from serve.bench_client import format_result, run_benchmark, synthetic_prompts
+    try:
+        rate_list = [float(r) for r in rates.split(",")]
+        if any(r <= 0 for r in rate_list):
+            raise ValueError
+    except ValueError:
+        _fail(f"--request-rate '{rates}' is not a list of positive numbers (or inf)")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        if model is None:
+            r = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=30)
+            r.raise_for_status()
+            model = r.json()["data"][0]["id"]
+    except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
+        _fail(f"cannot read {base_url}/models: {e}")
+    prompts = synthetic_prompts(num_prompts, input_len, seed)
+    slo = ", ".join(x for x in (f"TTFT <= {slo_ttft}s" if slo_ttft else "", f"TPOT <= {slo_tpot}s" if slo_tpot else "") if x)
+    click.echo(f"benchmark: {base_url}, model '{model}', {num_prompts} prompts of ~{input_len} words, "
+               f"max_tokens {output_len}, seed {seed}" + (f", max concurrency {max_concurrency}" if max_concurrency else ""))
+    out = []
+    for rate in rate_list:
+        res = asyncio.run(run_benchmark(base_url, model, prompts, rate, max_concurrency, output_len, api_key, seed,
+                                        slo_ttft, slo_tpot))
+        for line in format_result(res, slo):
+            click.echo(line)
+        for e in res.errors:
+            click.echo(f"  failed: {e}")
+        out.append({"rate": rate, "duration": res.duration, "completed": res.completed, "failed": res.failed,
+                    "output_tokens": res.output_tokens, "input_tokens": res.input_tokens,
+                    "ttft": res.ttft.tolist(), "tpot": res.tpot.tolist(), "itl": res.itl.tolist(),
+                    "goodput": res.goodput})
+    if json_out:
+        json_out.write_text(json.dumps({"base_url": base_url, "model": model, "results": out}))
+
+
 @main.command("demo")
 @click.option("--out", "-o", default="artifacts", show_default=True, type=click.Path(path_type=Path),
               help="artifact directory to compile into and run from")
