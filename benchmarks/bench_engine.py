@@ -105,7 +105,7 @@ def _profile(eng) -> _Profile:
     for op in ("rmsnorm", "rope", "silu_mul", "embed", "kv_write", "plan"):
         p.wrap(arts, op)
     p.wrap(arts, "run", lambda a, k: "attention (meta_attention)")
-    import serve.model_runner as mr
+    import serve.engine as mr
     orig = mr.sample
 
     def sample(*a, **k):

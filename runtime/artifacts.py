@@ -86,6 +86,19 @@ def _bucket(m: int) -> int:
     return 1 << (m - 1).bit_length()
 
 
+def _fit_rows(key: str, m: int, fits=None):
+    """A ``_pick`` preference: variants that fit (``fits``), then the smallest row tile
+    ``key`` covering m rows (the largest when none does), then the smallest other consts."""
+    q = _bucket(m)
+
+    def pref(b):
+        if fits is not None and not fits(b):
+            return None
+        t = b[key]
+        return (0, t) if t >= q else (1, -t)
+    return pref
+
+
 def _bkey(binding: dict) -> tuple:
     return tuple(sorted(binding.items()))
 
@@ -153,6 +166,7 @@ class Artifacts:
         self._fast: dict[tuple, tuple] = {}     # (kname, dtype, N, K, bucket) -> (kernel, binding)
         self._attn_memo: dict[tuple, dict] = {}
         self._rule_memo: dict[tuple, LoadedKernel] = {}
+        self._checked: dict[str, tuple] = {}    # what -> the tensor state last checked
         self._buffers: dict = {}        # device -> persistent plan buffers (CUDA)
         self._launch = None
         tuned = manifest.get("tuning", {})
@@ -338,7 +352,7 @@ class Artifacts:
             kernel, _ = self.gemm(M, N, K, dt, trans_b=True)
             kernel({"A": xt, "W": wt, "C": c})
             if bias is not None:
-                self._pick("bias_add", dt, {})({"X": c, "B": bt})
+                self._pick("bias_add", dt, {}, _fit_rows("BM", M), (_bucket(M),))({"X": c, "B": bt})
         return _chk.like_input(c, x if out is None else out)
 
     @staticmethod
@@ -371,6 +385,25 @@ class Artifacts:
         hit = self._rule_memo[mk] = self.kernel(kname, **best)
         return hit
 
+    def _check_once(self, t: torch.Tensor, lo: int, hi: int, what: str, unique: bool = False) -> None:
+        """Index values in [lo, hi) (and, with ``unique``, no repeated non-negative value),
+        checked once per tensor state: every layer of a step passes the same positions and
+        slots, and a tensor changed in place has a new version and is checked again."""
+        try:
+            version = t._version
+        except RuntimeError:          # an inference tensor: no version counter, so the same object
+            version = None
+        key = (t.data_ptr(), version, t.numel(), t.stride(), lo, hi, unique)
+        hit = self._checked.get(what)
+        if hit is not None and hit[0] == key and (version is not None or hit[1] is t):
+            return
+        _chk.check_index_values(t, lo, hi, what)
+        if unique:
+            live = t[t >= 0]
+            if live.numel() != torch.unique(live).numel():
+                raise InvalidArgument(f"{what.split(':')[0]}: two rows target the same cache slot")
+        self._checked[what] = (key, t)      # holding t keeps its id from being reused
+
     def rmsnorm(self, x, w, eps: float, residual=None, out=None):
         """``out = x / sqrt(mean(x^2) + eps) * w`` per row of x [M, N]. With ``residual``
         [M, N]: first ``residual += x`` (in place, rounded to the dtype as the model's own add
@@ -386,10 +419,10 @@ class Artifacts:
         if residual is not None:
             rt = _chk.check_out(residual, (M, N), xt, "rmsnorm: residual")
             if M:
-                k = self._pick("add_rmsnorm", dt, {}, lambda b: b["BN"] if b["BN"] >= N else None, (N,))
+                k = self._pick("add_rmsnorm", dt, {}, _fit_rows("BM", M, lambda b: b["BN"] >= N), (N, _bucket(M)))
                 k({"X": xt, "R": rt, "W": wt, "Y": y, "eps": float(eps)})
         elif M:
-            k = self._pick("rmsnorm", dt, {}, lambda b: b["BN"] if b["BN"] >= N else None, (N,))
+            k = self._pick("rmsnorm", dt, {}, _fit_rows("BM", M, lambda b: b["BN"] >= N), (N, _bucket(M)))
             k({"X": xt, "W": wt, "Y": y, "eps": float(eps)})
         return _chk.like_input(y, x if out is None else out)
 
@@ -405,8 +438,7 @@ class Artifacts:
         y = self._out(out, (M, N), gt, "silu_mul: out")
         if M:
             dt = _chk.dtype_name(gt, "silu_mul: gate")
-            big = M >= 64
-            k = self._pick("silu_mul", dt, {}, lambda b: -b["BM"] if big else b["BM"], (big,))
+            k = self._pick("silu_mul", dt, {}, _fit_rows("BM", M), (_bucket(M),))
             k({"G": gt, "U": ut, "Y": y})
         return _chk.like_input(y, gate if out is None else out)
 
@@ -431,8 +463,9 @@ class Artifacts:
             raise InvalidArgument(f"rope: cos {tuple(ct.shape)} and sin {tuple(st.shape)} differ in shape")
         y = xt if out is None else _chk.check_out(out, (T, H, D), xt, "rope: out")
         if T:
-            _chk.check_index_values(pt, 0, int(ct.shape[0]), "rope: positions")
-            k = self._pick("rope", _chk.dtype_name(xt, "rope: x"), {"D": D, "HALF": D // 2})
+            self._check_once(pt, 0, int(ct.shape[0]), "rope: positions")
+            k = self._pick("rope", _chk.dtype_name(xt, "rope: x"), {"D": D, "HALF": D // 2}, _fit_rows("BT", T),
+                           (_bucket(T),))
             k({"X": xt, "P": pt, "COS": ct, "SIN": st, "Y": y})
         return _chk.like_input(y, x if out is None else out)
 
@@ -449,8 +482,8 @@ class Artifacts:
         T = it.shape[0]
         y = self._out(out, (T, N), et, "embed: out")
         if T:
-            _chk.check_index_values(it, 0, V, "embed: ids")
-            k = self._pick("embed", _chk.dtype_name(et, "embed: table"), {})
+            self._check_once(it, 0, V, "embed: ids")
+            k = self._pick("embed", _chk.dtype_name(et, "embed: table"), {}, _fit_rows("BT", T), (_bucket(T),))
             k({"E": et, "IDS": it, "Y": y})
         return _chk.like_input(y, table if out is None else out)
 
@@ -475,11 +508,9 @@ class Artifacts:
         if not T:
             return
         NB, BS = int(kc.shape[0]), int(kc.shape[1])
-        _chk.check_index_values(st, -1, NB * BS, "kv_write: slots")
-        live = st[st >= 0]
-        if live.numel() != torch.unique(live).numel():
-            raise InvalidArgument("kv_write: two rows target the same cache slot")
-        kern = self._pick("kv_write", _chk.dtype_name(kt, "kv_write: k"), {"D": int(kt.shape[2])})
+        self._check_once(st, -1, NB * BS, "kv_write: slots", unique=True)
+        kern = self._pick("kv_write", _chk.dtype_name(kt, "kv_write: k"), {"D": int(kt.shape[2])}, _fit_rows("BT", T),
+                          (_bucket(T),))
         kern({"K": kt, "V": vt, "KC": kc, "VC": vc, "SLOT": st})
 
     # ------------------------------------------------------------------ attention

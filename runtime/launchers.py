@@ -1,13 +1,17 @@
 """Launchers: how each backend runs a kernel.
 
     lk = open_artifacts(DIR).kernel("rmsnorm", ...)    # an entry loaded by loader(name, target)
+    # launchers: cpu (generated torch), native (C++ shared objects), reference, triton,
+    # ascend-sim, npu
     lk(args)                                           # run it
 
     launch = get("cpu")                  # or "reference", "triton", "ascend-sim", "npu"
     launch(kernel, {"A": a, "W": w, "C": c})   # kernel: a loaded entry or an IR Kernel
 
 ``loader(name, target)(lk)`` builds, from a loaded entry's verified files, the callable that
-runs it: ``cpu`` executes the generated module, ``triton`` imports the Triton source (the
+runs it: ``cpu`` executes the generated module, ``native`` loads the shared object from a
+private copy (after checking the CPU has the instruction-set level it was built for),
+``triton`` imports the Triton source (the
 interpreter's flavour where there is no CUDA GPU) from a private directory, ``reference`` and
 ``ascend-sim`` run the entry's serialised IR (ascend-sim only after checking that lowering it
 gives exactly the program recorded in the entry). ``get(name, target)`` runs IR kernels made
@@ -83,6 +87,25 @@ def _cpu(target: str):
         if _is_loaded(kernel) and kernel.launcher == "cpu":
             return kernel(args)
         cpu.run(_ir(kernel), args)
+    return load, launch
+
+
+def _native(target: str):
+    import codegen.native as N
+    ok, why = N.available()
+    if not ok:
+        raise LauncherUnavailable(f"native launcher: {why}")
+
+    def load(lk):
+        try:
+            return N.load(lk.files, lk.signature).launch
+        except N.NativeUnavailable as e:
+            raise LauncherUnavailable(str(e)) from None
+
+    def launch(kernel, args):
+        if _is_loaded(kernel) and kernel.launcher == "native":
+            return kernel(args)
+        N.run(_ir(kernel), args)
     return load, launch
 
 
@@ -174,7 +197,7 @@ def _npu(target: str):
                               "sources; build() compiles them)")
 
 
-_LAUNCHERS = {"cpu": _cpu, "reference": _reference, "triton": _triton,
+_LAUNCHERS = {"cpu": _cpu, "native": _native, "reference": _reference, "triton": _triton,
               "ascend-sim": _ascend_sim, "npu": _npu}
 
 

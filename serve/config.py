@@ -8,7 +8,20 @@ from pathlib import Path
 __all__ = ["EngineConfig", "default_cache_dir", "BACKEND_TARGETS"]
 
 # engine backend -> (artifact target, what it runs on)
-BACKEND_TARGETS = {"cpu": "cpu", "triton": "h100", "ascend-sim": "ascend910b2", "reference": "cpu"}
+BACKEND_TARGETS = {"native": "cpu", "cpu": "cpu", "triton": "h100", "ascend-sim": "ascend910b2", "reference": "cpu"}
+
+
+def default_backend() -> str:
+    """native (C++) where a C++ compiler is here, else cpu (generated torch); a CUDA GPU's is
+    triton."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return "triton"
+    except ImportError:       # pragma: no cover
+        pass
+    from codegen.native import available
+    return "native" if available()[0] else "cpu"
 
 
 def default_cache_dir() -> Path:
@@ -22,7 +35,7 @@ def default_cache_dir() -> Path:
 class EngineConfig:
     model: str | None = None          # GGUF file or Hugging Face directory; None: SmolLM2-135M-Instruct
     artifacts: str | None = None      # artifact directory; None: <cache>/artifacts/<backend>-<dtype>
-    backend: str = "cpu"              # cpu | triton | ascend-sim | reference
+    backend: str | None = None        # native | cpu | triton | ascend-sim | reference (None: default_backend())
     dtype: str | None = None          # serving dtype: f32 on cpu, bf16 on a GPU (default)
     threads: int | None = None        # torch threads on the host (None: all cores)
     block_size: int = 16              # tokens per KV block
@@ -41,6 +54,8 @@ class EngineConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
+        if self.backend is None:
+            self.backend = default_backend()
         if self.backend not in BACKEND_TARGETS:
             raise ValueError(f"backend must be one of {', '.join(BACKEND_TARGETS)}, got {self.backend!r}")
         if self.dtype not in (None, "f32", "f16", "bf16"):
@@ -66,7 +81,7 @@ class EngineConfig:
     def serving_dtype(self) -> str:
         if self.dtype:
             return self.dtype
-        return "f32" if self.backend in ("cpu", "reference") else "f16" if self.backend == "ascend-sim" else "bf16"
+        return "f32" if self.backend in ("native", "cpu", "reference") else "f16" if self.backend == "ascend-sim" else "bf16"
 
     @property
     def cache_path(self) -> Path:

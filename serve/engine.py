@@ -60,11 +60,16 @@ class LLMEngine:
         self.config = c = config or EngineConfig(**kw)
         if c.threads:
             torch.set_num_threads(c.threads)
+        if c.backend == "native":
+            from codegen.native import set_num_threads
+            set_num_threads(c.threads or 0)
         self.model = load_model(c.model, c.serving_dtype, c.cache_path, c.progress)
         self.tokenizer = self.model.tokenizer
         cfg = self.model.config
         self.max_model_len = min(c.max_model_len or cfg.max_position, cfg.max_position)
-        art_dir = c.artifacts or c.cache_path / "artifacts" / _slug(f"{cfg.name}-{c.backend}-{c.serving_dtype}")
+        from tilec.cache import compiler_version     # a directory per compiler build: never stale
+        art_dir = c.artifacts or c.cache_path / "artifacts" / _slug(
+            f"{cfg.name}-{c.backend}-{c.serving_dtype}-{compiler_version()}")
         self.arts = prepare_artifacts(art_dir, cfg, c.backend, c.target, c.serving_dtype, c.tune, c.progress)
         per_block = kv_bytes_per_block(cfg, c.block_size, self.model.weights["embed"].dtype)
         num_blocks = c.num_kv_blocks or max(1, c.kv_cache_memory // per_block)

@@ -14,12 +14,12 @@ __all__ = ["LLM", "RequestOutput", "RequestError"]
 class LLM:
     """Offline generation on compiled artifacts (compiled and tuned on first use).
 
-        llm = LLM()                                     # SmolLM2-135M-Instruct on the cpu backend
+        llm = LLM()                                     # SmolLM2-135M-Instruct, native (C++) or cpu backend
         outs = llm.generate(["Hello"], SamplingParams(max_tokens=32))
         outs = llm.chat([[{"role": "user", "content": "Hi!"}]])
     """
 
-    def __init__(self, model: str | None = None, artifacts: str | None = None, backend: str = "cpu", **kw):
+    def __init__(self, model: str | None = None, artifacts: str | None = None, backend: str | None = None, **kw):
         self.engine = LLMEngine(EngineConfig(model=model, artifacts=artifacts, backend=backend, **kw))
         self.tokenizer = self.engine.tokenizer
 

@@ -92,13 +92,13 @@ def prepare_artifacts(d: Path, cfg, backend: str, target: str, dtype: str, tune:
     except ArtifactError as e:
         raise SetupError(str(e)) from None
     tuned_for = ((arts.tuning or {}).get("model") or {}).get("name")
-    if tune and backend in ("cpu",) and tuned_for != cfg.name:
+    if tune and backend in ("cpu", "native") and tuned_for != cfg.name:
         from tilec.tune import TuneError
         from tilec.tune import tune as run_tune
         t1 = time.perf_counter()
         _say(f"tuning {d} for {cfg.name} ({dtype}, M up to {TUNE_BUDGET}; once per model)")
         try:
-            run_tune(d, target, model_shapes(cfg), TUNE_BUDGET, dtype, reps=2, progress=progress)
+            run_tune(d, target, model_shapes(cfg), TUNE_BUDGET, dtype, reps=2, progress=progress, backend=backend)
         except TuneError as e:
             raise SetupError(str(e)) from None
         _say(f"tuned in {time.perf_counter() - t1:.1f}s")

@@ -53,11 +53,12 @@ TUNING = "tuning"
 TMP_PREFIX = ".tmp-"
 FORMAT = "tilec-artifacts"
 FORMAT_VERSION = 1
-BACKENDS = ("reference", "cpu", "triton", "ascend")
+BACKENDS = ("reference", "cpu", "native", "triton", "ascend")
 # backend -> module exposing ``entry_files(kernel, target) -> (files, info)`` (an entry's backend
 # files, and figures for the manifest) and ``NOT_APPLICABLE``, the exceptions meaning "this
 # variant does not exist on this target"
-CODEGEN_MODULES = {"cpu": "codegen.cpu", "triton": "codegen.triton", "ascend": "codegen.ascend"}
+CODEGEN_MODULES = {"cpu": "codegen.cpu", "native": "codegen.native", "triton": "codegen.triton",
+                   "ascend": "codegen.ascend"}
 LOCK_TIMEOUT_S = 600.0
 
 __all__ = ["CacheError", "Job", "JobResult", "CompileStats", "compiler_version", "cache_key",
@@ -69,12 +70,27 @@ class CacheError(Exception):
     """An artifact directory problem, reported by the CLI as one line."""
 
 
+_VERSION: list[str] = []
+
+
 def compiler_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("tilec")
-    except Exception:  # not installed (running from a checkout)
-        return "0+unknown"
+    """The package version plus a hash of the compiler's own sources (frontend, tilec,
+    codegen): artifacts built by different code never share a key, even between releases."""
+    if not _VERSION:
+        try:
+            from importlib.metadata import version
+            base = version("tilec")
+        except Exception:  # not installed (running from a checkout)
+            base = "0+unknown"
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parents[1]
+        for pkg in ("frontend", "tilec", "codegen"):
+            for f in sorted((root / pkg).rglob("*")):
+                if f.suffix in (".py", ".lark", ".h", ".tile", ".json") and "__pycache__" not in f.parts:
+                    h.update(str(f.relative_to(root)).encode())
+                    h.update(f.read_bytes())
+        _VERSION.append(f"{base}+{h.hexdigest()[:12]}")
+    return _VERSION[0]
 
 
 def cache_key(ir_text: str, backend: str, target: str, version: str) -> str:

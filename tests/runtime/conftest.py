@@ -55,8 +55,8 @@ def layer_jobs(targets=(("cpu", "cpu"),), dtypes=("f32", "f16")):
             continue
         if j.kernel == "meta_attention":
             ok = b["D"] == 64 and b["BN"] == 16 and b["G"] in ATTN_G and b["BM"] in ATTN_BM
-        elif j.kernel == "smooth_gemm_t":
-            ok = b["BK"] == 32 and b["BM"] in GEMM_BM and b["BN"] in GEMM_BN
+        elif j.kernel == "smooth_gemm_t":     # BK 32 (cpu, triton, ascend) or 64 (native: no BK 32)
+            ok = b["BK"] == (64 if j.backend == "native" else 32) and b["BM"] in GEMM_BM and b["BN"] in GEMM_BN
         else:
             ok = b.get("BN", 1024) <= 1024 and b.get("D", 64) == 64
         if ok:

@@ -1,6 +1,6 @@
 """Every layer op of the opened artifacts (linear, rmsnorm with and without the residual,
 rope, silu_mul, embed, kv_write, attention) against a torch oracle, on every backend that runs
-here: cpu (generated torch), reference (the entries' IR on the numpy interpreter), triton
+here: cpu (generated torch), native (C++), reference (the entries' IR on the numpy interpreter), triton
 (Triton's interpreter without a GPU; tiny shapes) and ascend-sim (the Ascend entries on the
 simulator; embed and kv_write are not lowered for Ascend and say so)."""
 import numpy as np
@@ -13,6 +13,7 @@ from tilec import cache
 
 BACKENDS = {   # artifacts backend -> (target, backend the entries are compiled with, dtypes)
     "cpu": ("cpu", "cpu", ("f32", "f16")),
+    "native": ("cpu", "native", ("f32", "f16")),
     "reference": ("cpu", "reference", ("f32", "f16")),
     "triton": ("cpu", "triton", ("f16",)),
     "ascend-sim": ("ascend910b2", "ascend", ("f16",)),
