@@ -554,33 +554,39 @@ class _Emitter:
         self.line(d, f"std::memcpy({dst}, {src}, {n * SIZE[v.type.dtype]});")
 
     # ------------------------------------------------------------------ accesses
-    def _factor(self, v: Value, shape: tuple):
-        """How index / mask operand v (broadcast right-aligned to ``shape``) varies: ("s", expr)
-        a scalar, ("a", axis, pointer, length) a vector along one result axis, or None."""
-        vs = _shape(v)
-        if not vs:
-            return ("s", self.n(v))
-        vs = (1,) * (len(shape) - len(vs)) + vs
-        big = [a for a, n in enumerate(vs) if n != 1]
-        if not big:
-            return ("s", f"{self.n(v)}[0]") if v in self.names else None
-        if len(big) == 1:
-            src = self._vector_source(v)
-            if src is not None:
-                return ("a", big[0], src, vs[big[0]])
-        return None
+    @staticmethod
+    def _peel(v: Value) -> Value:
+        """v with the broadcasts that made it undone (their source holds the same values)."""
+        while isinstance(v.owner, Op) and v.owner.name == "broadcast":
+            v = v.owner.operands[0]
+        return v
 
-    def _vector_source(self, v: Value):
-        """The buffer whose elements are v's along its one non-unit axis (through broadcasts
-        of a tile that already has that single non-unit axis)."""
-        if v in self.names:
-            return self.names[v]
-        o = v.owner
-        if isinstance(o, Op) and o.name == "broadcast":
-            x = o.operands[0]
-            if sum(1 for n in _shape(x) if n != 1) == 1 and x in self.names:
-                return self.names[x]
-        return None
+    @classmethod
+    def _axis_of(cls, v: Value, rank: int):
+        """(source, axis) when v, broadcast right-aligned to ``rank`` dims, varies along one
+        axis only; (source, None) when it varies along none; None otherwise."""
+        src = cls._peel(v)
+        vs = _shape(src)
+        vs = (1,) * (rank - len(vs)) + vs
+        big = [a for a, n in enumerate(vs) if n != 1]
+        if len(big) > 1:
+            return None
+        return src, (big[0] if big else None)
+
+    def _factor(self, v: Value, shape: tuple):
+        """How index / mask operand v varies over the access's result: ("s", expr) a scalar,
+        ("a", axis, buffer, length) a vector along one result axis, or None."""
+        if not _shape(v):
+            return ("s", self.n(v))
+        got = self._axis_of(v, len(shape))
+        if got is None:
+            return None
+        src, ax = got
+        if src not in self.names:
+            return None
+        if ax is None:
+            return ("s", f"{self.names[src]}[0]")
+        return ("a", ax, self.names[src], shape[ax])
 
     def _factor_only(self, v: Value) -> bool:
         """Every use of v is an access that will read it as a per-axis factor."""
@@ -594,38 +600,21 @@ class _Emitter:
             acc = u.results[0] if u.name == "load" else u.operands[1 + nidx]
             if u.name == "store" and u.operands[1 + nidx] is v:
                 return False
-            if not _shape(acc) or not self._separable(u, _shape(acc), probe=v):
+            if not _shape(acc) or not self._separable(u, _shape(acc)):
                 return False
-        x = v.owner.operands[0]
-        return sum(1 for n in _shape(x) if n != 1) == 1
+        return self._axis_of(v, len(_shape(v))) is not None
 
-    def _separable(self, op: Op, shape: tuple, probe: Value | None = None) -> bool:
-        """Whether every index/mask/other operand of a tile access varies along at most one
-        result axis (static structure only)."""
+    def _separable(self, op: Op, shape: tuple) -> bool:
+        """Whether every index/mask/other operand of a gather varies along at most one result
+        axis (static structure only)."""
         nidx = len(op.attrs["index"])
         if any(k[0] == "slice" for k in op.attrs["index"]):
             return False
-        ops = list(op.operands[1:1 + nidx])
-        rest = op.operands[1 + nidx:]
+        rest = list(op.operands[1 + nidx:])
         if op.name == "store":
             rest = rest[1:]
-        ops += list(rest)
-        for v in ops:
-            vs = _shape(v)
-            if not vs:
-                continue
-            vs = (1,) * (len(shape) - len(vs)) + vs
-            if sum(1 for n in vs if n != 1) > 1:
-                return False
-            big = [n for n in vs if n != 1]
-            if big:
-                o = v.owner
-                src_ok = isinstance(o, Op) and o.name == "broadcast" and \
-                    sum(1 for n in _shape(o.operands[0]) if n != 1) == 1
-                direct = not (isinstance(o, Op) and o.name == "broadcast")
-                if not (src_ok or direct):
-                    return False
-        return True
+        return all(not _shape(v) or self._axis_of(v, len(shape)) is not None
+                   for v in list(op.operands[1:1 + nidx]) + rest)
 
     def op_load(self, op, d):
         self._access(op, d, load=True)
@@ -764,8 +753,7 @@ class _Emitter:
             return self.n(v)
         vs = (1,) * (len(shape) - len(vs)) + vs
         if v not in self.names:
-            o = v.owner                                   # a skipped broadcast: read its source
-            x = o.operands[0]
+            x = self._peel(v)                             # a skipped broadcast: read its source
             xs = (1,) * (len(vs) - len(_shape(x))) + _shape(x)
             st = [_numel(xs[a + 1:]) for a in range(len(xs))]
             e = " + ".join(f"{i} * {s}" for i, n, s in zip(names, xs, st) if n != 1) or "0"
