@@ -17,6 +17,7 @@ import hashlib
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -162,14 +163,20 @@ class NativeKernel:
         self.signature = signature
         self.source = source
         self.level = level
-        nt = len(signature.tensors)
-        self._ptrs = (ctypes.c_void_p * max(nt, 1))()
-        self._strides = (ctypes.c_int64 * max(nt * self.maxrank, 1))()
-        self._dims = (ctypes.c_int64 * max(len(signature.dims), 1))()
-        self._scalars = (ctypes.c_double * max(len(signature.scalars), 1))()
-        self._grid = (ctypes.c_int64 * 3)()
-        self._args = [ctypes.cast(x, ctypes.c_void_p) for x in (self._ptrs, self._strides, self._dims,
-                                                                 self._scalars, self._grid)]
+        # every launch argument in one buffer, filled by one struct.pack_into (a ctypes item
+        # assignment per value would cost more than the rest of the launch)
+        nt = max(len(signature.tensors), 1)
+        mr = self.maxrank
+        nd = max(len(signature.dims), 1)
+        ns = max(len(signature.scalars), 1)
+        self._layout = (nt, nt * mr, nd, 3)
+        n64 = sum(self._layout)
+        self._buf = bytearray(8 * (n64 + ns))
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
+        offs = [0, nt, nt + nt * mr, nt + nt * mr + nd, n64]
+        self._args = [base + 8 * o for o in offs]
+        self._fmt = struct.Struct(f"<{nt}q{nt * mr}q{nd}q3q{ns}d")
+        self._pad = (nt - len(signature.tensors), nd - len(signature.dims), ns - len(signature.scalars))
 
     def __call__(self, **args) -> None:
         self.launch(args)
@@ -178,33 +185,30 @@ class NativeKernel:
         sig = self.signature
         launch = sig.bind(args)
         g = launch.grid
-        for x in g:
-            if x == 0:
-                return
+        if 0 in g:
+            return
         mr = self.maxrank
-        keep = []
-        for i, t in enumerate(sig.tensors):
+        ptrs, strides = [], []
+        for t in sig.tensors:
             x = launch.tensors[t.name]
             if isinstance(x, np.ndarray):
-                self._ptrs[i] = x.ctypes.data
+                ptrs.append(x.ctypes.data)
                 st = [s // x.itemsize for s in x.strides]
             else:
-                if x.device.type != "cpu":
+                if x.is_cuda or x.device.type != "cpu":
                     raise LaunchError(f"{sig.kernel}: '{t.name}' is on {x.device}; the native backend runs on the host")
-                self._ptrs[i] = x.data_ptr()
+                ptrs.append(x.data_ptr())
                 st = x.stride()
-            for a, s in enumerate(st):
-                self._strides[i * mr + a] = s
-            keep.append(x)
-        for j, name in enumerate(sig.dims):
-            self._dims[j] = launch.dims[name]
-        for j, (name, _) in enumerate(sig.scalars):
-            self._scalars[j] = float(launch.scalars[name])
-        self._grid[0] = g[0]
-        self._grid[1] = g[1] if len(g) > 1 else 1
-        self._grid[2] = g[2] if len(g) > 2 else 1
+            strides.extend(st)
+            strides.extend((0,) * (mr - len(st)))
+        pt, pd, ps = self._pad
+        dims = launch.dims
+        vals = [*ptrs, *((0,) * pt), *strides, *((0,) * (pt * mr)), *(dims[n] for n in sig.dims), *((0,) * pd),
+                g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1,
+                *(float(launch.scalars[n]) for n, _ in sig.scalars), *((0.0,) * ps)]
+        self._fmt.pack_into(self._buf, 0, *vals)
         a = self._args
-        if self.fn(a[0], a[1], a[2], a[3], a[4], _THREADS[0]):
+        if self.fn(a[0], a[1], a[2], a[4], a[3], _THREADS[0]):
             raise ZeroDivisionError(f"{sig.kernel}: integer division by zero")
 
 
