@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
@@ -299,9 +300,57 @@ def _syntax_diagnostic(src: Source, err: UnexpectedInput) -> Diagnostic:
     return Diagnostic(Loc(getattr(err, "line", 1) or 1, getattr(err, "column", 1) or 1), "syntax error")
 
 
+# Limits checked before parsing, each with its own message (deep or long input must end in a
+# diagnostic, never in a recursion crash or a long stall).
+MAX_SOURCE_BYTES = 1 << 20
+MAX_LINE = 10_000          # characters on one line
+MAX_DEPTH = 64             # nested brackets
+MAX_OPERATORS = 256        # operators in one statement (a deep or long expression)
+MAX_KERNELS = 256
+_OPS = re.compile(r"\*\*|//|<<|>>|<=|>=|==|!=|[-+*/%&|^~<>]|\bnot\b|\band\b|\bor\b")
+
+
+def _limits(src: Source) -> list[Diagnostic]:
+    """Diagnostics for input past the limits above (empty when within them)."""
+    out = []
+    if len(src.text.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
+        return [Diagnostic(Loc(1, 1), f"source is over {MAX_SOURCE_BYTES} bytes (1 MiB): split it")]
+    depth, ops, kernels = 0, 0, 0
+    for n, line in enumerate(src.text.splitlines(), 1):
+        if len(line) > MAX_LINE:
+            out.append(Diagnostic(Loc(n, MAX_LINE + 1), f"line is {len(line)} characters long; the limit is {MAX_LINE}"))
+            break
+        code = line.split("#", 1)[0]
+        if code.lstrip().startswith("kernel "):
+            kernels += 1
+            if kernels > MAX_KERNELS:
+                out.append(Diagnostic(Loc(n, 1), f"more than {MAX_KERNELS} kernels in one file: split it"))
+                break
+        if depth == 0:
+            ops = 0                                 # a new statement (brackets join lines)
+        for m in _OPS.finditer(code):
+            ops += 1
+            if ops > MAX_OPERATORS:
+                out.append(Diagnostic(Loc(n, m.start() + 1), f"expression has more than {MAX_OPERATORS} "
+                                      f"operators: split it into named parts"))
+                return out
+        for col, ch in enumerate(code, 1):
+            if ch in "([":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    out.append(Diagnostic(Loc(n, col), f"brackets nest more than {MAX_DEPTH} deep"))
+                    return out
+            elif ch in ")]":
+                depth = max(0, depth - 1)
+    return out
+
+
 def parse(text: str, filename: str = "<string>") -> A.Module:
     """Parse source text; raise ``CompileError`` (never a lark exception) on bad input."""
     src = Source(text if text.endswith("\n") else text + "\n", filename)
+    over = _limits(src)
+    if over:
+        raise CompileError(src, over)
     try:
         tree = _parser().parse(src.text)
         return _ToAst().transform(tree)
@@ -314,7 +363,11 @@ def parse(text: str, filename: str = "<string>") -> A.Module:
     except VisitError as e:
         if isinstance(e.orig_exc, _SyntaxAt):
             raise CompileError(src, [Diagnostic(e.orig_exc.loc, e.orig_exc.message)]) from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise CompileError(src, [Diagnostic(Loc(1, 1), "the program nests too deeply to parse")]) from None
         raise
+    except RecursionError:                      # a last line of defence behind the limits above
+        raise CompileError(src, [Diagnostic(Loc(1, 1), "the program nests too deeply to parse")]) from None
 
 
 def _next_code_line(src: Source, after: int) -> int:

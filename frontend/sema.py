@@ -245,10 +245,14 @@ class Lowering:
                         self.binding[p.name] = str(val)
                 else:
                     try:
-                        scope.vars[p.name] = int(val)
-                        self.binding[p.name] = int(val)
-                    except (TypeError, ValueError):
-                        self.err(p.loc, f"const '{p.name}' must be an integer, got '{val}'")
+                        iv = int(val)
+                        if isinstance(val, (bool, float)) or not 1 <= iv <= MAX_CONST:
+                            raise ValueError
+                        scope.vars[p.name] = iv
+                        self.binding[p.name] = iv
+                    except (TypeError, ValueError, OverflowError):
+                        self.err(p.loc, f"const '{p.name}' must be an integer from 1 to {MAX_CONST}, got '{val}'",
+                                 "consts size tiles, and no target holds a bigger one")
                         scope.vars[p.name] = POISON
         unknown = sorted(set(self.binding) - set(params) - self._dim_names())
         for u in unknown:
@@ -281,8 +285,15 @@ class Lowering:
                         self.err(dloc, f"dim '{d}' of tensor '{p.name}' names a {params[d].kind} parameter")
                         continue
                     if d in self.binding:
-                        tdims.append(int(self.binding[d]))
-                        scope.vars[d] = int(self.binding[d])
+                        bv = self.binding[d]
+                        if isinstance(bv, bool) or not isinstance(bv, int) or not 1 <= bv <= MAX_DIM:
+                            self.err(dloc, f"dim '{d}' of tensor '{p.name}' bound to '{bv}'; a dim is an integer "
+                                           f"from 1 to {MAX_DIM}")
+                            scope.vars[d] = POISON
+                            tdims.append(1)
+                            continue
+                        tdims.append(bv)
+                        scope.vars[d] = bv
                     else:
                         tdims.append(d)
                         if d not in dims:
@@ -1213,6 +1224,10 @@ class Lowering:
                 return self.as_value(x, dt)
             return self.err(e.loc, f"cannot cast {self.describe(x)}")
         return self.cast(x, dt)
+
+
+MAX_CONST = 1 << 20        # a tile extent no target holds (largest on-chip buffers are ~MiB)
+MAX_DIM = (1 << 31) - 1    # dims are i32
 
 
 def lower_kernel(kernel: A.Kernel, binding: dict, sink: DiagnosticSink, filename: str,

@@ -185,10 +185,11 @@ class Artifacts:
 
     def _read_tuning(self) -> None:
         import json
-        p = self.path / _cache.TUNING / self.tuning_file
+
+        from tilec import safefs
         try:
-            t = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            t = json.loads(safefs.read_bytes(self.path, f"{_cache.TUNING}/{self.tuning_file}").decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
             raise self._bad_tuning(f"corrupted tuning table ({type(e).__name__}: {e})") from None
         try:
             if t.get("format") != TUNING_FORMAT or t.get("format_version") != TUNING_FORMAT_VERSION:

@@ -46,6 +46,8 @@ from typing import Callable, Iterable
 
 import filelock
 
+from tilec import safefs
+
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 ENTRIES = "entries"
@@ -182,11 +184,9 @@ def source_jobs(paths: Iterable[str | Path], target_backends: Iterable[tuple[str
     from frontend.parser import parse
     tbs = list(target_backends)
     jobs = []
+    from tilec.compiler import read_source
     for p in paths:
-        try:
-            text = Path(p).read_text()
-        except OSError as e:
-            raise CompileError(Source("", str(p)), [Diagnostic(None, f"cannot read file: {e.strerror}")]) from None
+        text = read_source(p)
         for k in parse(text, str(p)).kernels:
             if kernels and k.name not in kernels:
                 continue
@@ -242,9 +242,10 @@ def _find_codegen(backend: str):
 
 
 def _safe_name(name) -> bool:
-    """A plain file name inside an entry directory (no path, not hidden)."""
-    return (isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name
-            and not name.startswith("."))
+    """A plain file name inside an entry directory (no path, not hidden, no control
+    characters, not absurdly long)."""
+    return (isinstance(name, str) and 0 < len(name) <= 255 and "/" not in name and "\\" not in name
+            and not name.startswith(".") and all(ord(c) >= 32 and c != "\x7f" for c in name))
 
 
 # files every entry holds, whatever its backend: the IR text (hashed into the key), the IR as
@@ -305,7 +306,7 @@ def _specialise(path: str, kernel: str, binding: dict):
         run_default_passes(ir)
         verify_ir(ir)
         return ir
-    except (CompileError, LookupError, OSError):
+    except (CompileError, LookupError, OSError, ValueError, RecursionError):
         return compile_file(path, kernel, binding)[kernel]
 
 
@@ -405,17 +406,24 @@ def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
         raise CacheError(f"{d}: not a directory")
     p = d / MANIFEST
     try:
-        text = p.read_text()
+        text = safefs.read_bytes(d, MANIFEST, MAX_MANIFEST_BYTES).decode("utf-8")
     except FileNotFoundError:
         if must_exist:
+            if _interrupted(d):
+                raise CacheError(f"{p}: no manifest: an interrupted tilec compile left this directory "
+                                 f"incomplete; run the compile again (or tilec gc {d})") from None
             raise CacheError(f"{p}: no manifest (not a tilec artifact directory?)") from None
         return _empty_manifest()
+    except UnicodeDecodeError as e:
+        raise CacheError(f"{p}: corrupted manifest: not UTF-8 (byte offset {e.start})") from None
     except OSError as e:
-        raise CacheError(f"{p}: cannot read manifest: {e.strerror}") from None
+        raise CacheError(f"{p}: cannot read manifest: {e.strerror or e}") from None
     try:
         m = json.loads(text)
     except json.JSONDecodeError as e:
         raise CacheError(f"{p}: corrupted manifest: invalid JSON ({e})") from None
+    except RecursionError:
+        raise CacheError(f"{p}: corrupted manifest: JSON nests too deeply") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise CacheError(f"{p}: corrupted manifest: not a {FORMAT} manifest")
     if m.get("format_version") != FORMAT_VERSION:
@@ -427,8 +435,12 @@ def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
     for key, e in entries.items():
         if (not isinstance(e, dict) or e.get("key") != key or not isinstance(e.get("files"), dict)
                 or not all(isinstance(f, dict) and isinstance(f.get("sha256"), str)
-                           for f in e["files"].values())):
-            raise CacheError(f"{p}: corrupted manifest: entry '{key[:16]}' is malformed")
+                           for f in e["files"].values())
+                or not all(isinstance(e.get(f), str) for f in ("kernel", "backend", "target", "compiler_version"))
+                or not isinstance(e.get("binding"), dict)
+                or not all(isinstance(k, str) and isinstance(v, (int, str)) and not isinstance(v, bool)
+                           for k, v in e["binding"].items())):
+            raise CacheError(f"{p}: corrupted manifest: entry '{str(key)[:16]}' is malformed")
         if (len(key) != 64 or any(c not in "0123456789abcdef" for c in key)
                 or any(not _safe_name(n) for n in e["files"])):
             raise CacheError(f"{p}: corrupted manifest: entry '{key[:16]}' has a bad key or file name")
@@ -442,6 +454,18 @@ def read_manifest(d: str | Path, must_exist: bool = True) -> dict:
             isinstance(r, dict) and isinstance(r.get("reason"), str) for r in skipped.values()):
         raise CacheError(f"{p}: corrupted manifest: 'skipped' is malformed")
     return m
+
+
+MAX_MANIFEST_BYTES = 256 << 20
+
+
+def _interrupted(d: Path) -> bool:
+    """DIR looks like an artifact directory a killed compile left before its first commit."""
+    try:
+        names = safefs.list_dir(d)
+    except OSError:
+        return False
+    return LOCK in names or ENTRIES in names or any(n.startswith(TMP_PREFIX) for n in names)
 
 
 def write_tuning(d: str | Path, name: str, data: bytes) -> Path:
@@ -465,11 +489,13 @@ def _read_checked(d: Path, rel: str, sha: str, what: str = "") -> tuple[str | No
     """(problem line or None, the file's bytes or None) for a file the manifest records with
     ``sha``: missing, unreadable or tampered."""
     try:
-        data = (d / rel).read_bytes()
+        data = safefs.read_bytes(d, rel)
     except FileNotFoundError:
         return f"missing: {rel}{what}", None
+    except safefs.UnsafePath as err:
+        return f"unsafe: {err.strerror}", None
     except OSError as err:
-        return f"unreadable: {rel}: {err.strerror}", None
+        return f"unreadable: {rel}: {err.strerror or err}", None
     if _sha256(data) != sha:
         return f"tampered: {rel} (sha256 does not match the manifest)", data
     return None, data
@@ -483,22 +509,37 @@ def _tuning_problems(d: Path, m: dict) -> list[str]:
                                    " (tuning table in the manifest)")
         if problem:
             out.append(problem)
-    td = d / TUNING
-    if td.is_dir():
-        for p in sorted(td.iterdir()):
-            if p.name not in recorded:
-                what = "temporary file" if p.name.startswith(TMP_PREFIX) else "not in the manifest"
-                out.append(f"stray: {TUNING}/{p.name} ({what})")
+    for name in _listing(d, TUNING, out):
+        if name not in recorded:
+            what = "temporary file" if name.startswith(TMP_PREFIX) else "not in the manifest"
+            out.append(f"stray: {TUNING}/{name} ({what})")
     return out
+
+
+def _listing(d: Path, rel: str, problems: list) -> list[str]:
+    """Names in DIR/rel, a real directory (no symlink on the way); [] when absent; a symlink
+    or special file there is reported in ``problems``."""
+    try:
+        return safefs.list_dir(d, rel)
+    except FileNotFoundError:
+        return []
+    except safefs.UnsafePath as e:
+        problems.append(f"unsafe: {e.strerror}")
+        return []
+    except OSError as e:
+        problems.append(f"unreadable: {rel}: {e.strerror or e}")
+        return []
 
 
 def _entry_problems(d: Path, e: dict) -> list[str]:
     """Problems of one manifest entry's files, as report lines (empty when intact)."""
     key = e["key"]
-    ed = d / ENTRIES / key
-    if not ed.is_dir():
+    out: list[str] = []
+    names = _listing(d, f"{ENTRIES}/{key}", out)
+    if out:
+        return out
+    if not safefs.is_plain_dir(d, f"{ENTRIES}/{key}"):
         return [f"missing: {key} ({e.get('kernel')} {e.get('target')}): entry directory {ENTRIES}/{key} is gone"]
-    out = []
     for name, info in sorted(e["files"].items()):
         problem, data = _read_checked(d, f"{ENTRIES}/{key}/{name}", info["sha256"])
         if problem:
@@ -508,9 +549,9 @@ def _entry_problems(d: Path, e: dict) -> list[str]:
                              e.get("compiler_version", ""))
             if want != key:
                 out.append(f"tampered: {ENTRIES}/{key}: key does not match its IR, backend, target and version")
-    for p in sorted(ed.iterdir()):
-        if p.name not in e["files"]:
-            out.append(f"stray: {ENTRIES}/{key}/{p.name} (not in the manifest)")
+    for name in names:
+        if name not in e["files"]:
+            out.append(f"stray: {ENTRIES}/{key}/{name} (not in the manifest)")
     return out
 
 
@@ -567,6 +608,16 @@ def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
     return written, already
 
 
+def _repair(d: Path) -> None:
+    """Remove what a killed compile left: temporaries only ever exist while a process holds
+    the lock, so under the lock any that remain are a dead process's."""
+    with _lock(d):
+        for rel in [n for n in safefs.list_dir(d) if n.startswith(TMP_PREFIX)] + \
+                [f"{sub}/{n}" for sub in (ENTRIES, TUNING) for n in _listing(d, sub, [])
+                 if n.startswith(TMP_PREFIX)]:
+            _remove(d, rel)
+
+
 @dataclass
 class CompileStats:
     total: int = 0
@@ -591,6 +642,10 @@ def compile_jobs(jobs: list[Job], out: str | Path, workers: int = 1,
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CacheError(f"{d}: cannot create directory: {e.strerror}") from None
+    for sub in (ENTRIES, TUNING):
+        if (d / sub).is_symlink() or ((d / sub).exists() and not safefs.is_plain_dir(d, sub)):
+            raise CacheError(f"{d / sub}: a symlink or not a directory; refusing to write through it")
+    _repair(d)
     version = compiler_version()
     known = _intact_keys(d, read_manifest(d, must_exist=False))
     stats = CompileStats(total=len(jobs))
@@ -659,42 +714,59 @@ def find_entry(d: str | Path, prefix: str) -> dict:
 
 
 def verify(d: str | Path) -> list[str]:
-    """Re-hash every file of DIR; one line per tampered, missing or stray thing (empty: ok)."""
+    """Re-hash every file of DIR; one line per tampered, missing, stray or unsafe thing (empty:
+    ok). A directory an interrupted compile left without a manifest is described as such.
+    Nothing is read through a symlink or from a special file."""
     d = Path(d)
-    m = read_manifest(d)
-    out = []
+    try:
+        m = read_manifest(d)
+    except CacheError:
+        if not (d.is_dir() and not (d / MANIFEST).exists() and _interrupted(d)):
+            raise
+        left = [n for n in safefs.list_dir(d) if n.startswith(TMP_PREFIX)]
+        return [f"incomplete: an interrupted tilec compile left no manifest"
+                + (f" and {len(left)} temporary item(s)" if left else "")
+                + f"; run the compile again or tilec gc {d}"]
+    out: list[str] = []
     for e in m["entries"].values():
         out += _entry_problems(d, e)
-    ed = d / ENTRIES
-    if ed.is_dir():
-        for p in sorted(ed.iterdir()):
-            if p.name not in m["entries"]:
-                what = "temporary file" if p.name.startswith(TMP_PREFIX) else "entry not in the manifest"
-                out.append(f"stray: {ENTRIES}/{p.name} ({what})")
+    for name in _listing(d, ENTRIES, out):
+        if name not in m["entries"]:
+            what = "temporary file" if name.startswith(TMP_PREFIX) else "entry not in the manifest"
+            out.append(f"stray: {ENTRIES}/{name} ({what})")
     out += _tuning_problems(d, m)
-    for p in sorted(d.iterdir()):
-        if p.name.startswith(TMP_PREFIX):
-            out.append(f"stray: {p.name} (temporary file)")
+    for name in safefs.list_dir(d):
+        if name.startswith(TMP_PREFIX):
+            out.append(f"stray: {name} (temporary file)")
     return out
 
 
+def _remove(d: Path, rel: str) -> None:
+    """Delete DIR/rel, never following a symlink (a link is removed, not its target)."""
+    p = d / rel
+    if p.is_symlink() or not p.is_dir():
+        p.unlink()
+    else:
+        shutil.rmtree(p)
+
+
 def gc(d: str | Path) -> list[str]:
-    """Remove entries not in the manifest and leftover temporary files; returns what went."""
+    """Remove entries not in the manifest and leftover temporary files; returns what went.
+    Refuses a directory whose entries/ or tuning/ is a symlink (nothing outside DIR is ever
+    deleted), and cleans up after a compile that was killed before its first commit."""
     d = Path(d)
-    read_manifest(d)  # refuse to touch a directory whose manifest is unreadable
+    if not (d.is_dir() and not (d / MANIFEST).exists() and _interrupted(d)):
+        read_manifest(d)  # refuse to touch a directory whose manifest is unreadable
+    for sub in (ENTRIES, TUNING):
+        if (d / sub).is_symlink() or ((d / sub).exists() and not safefs.is_plain_dir(d, sub)):
+            raise CacheError(f"{d / sub}: a symlink or not a directory; refusing to delete through it")
     removed = []
     with _lock(d):
-        m = read_manifest(d)
-        ed = d / ENTRIES
-        candidates = [p for p in sorted(ed.iterdir()) if p.name not in m["entries"]] if ed.is_dir() else []
-        candidates += [p for p in sorted(d.iterdir()) if p.name.startswith(TMP_PREFIX)]
-        td = d / TUNING
-        if td.is_dir():   # temporary files and tables the manifest does not record
-            candidates += [p for p in sorted(td.iterdir()) if p.name not in m.get("tuning", {})]
-        for p in candidates:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            removed.append(str(p.relative_to(d)))
+        m = read_manifest(d, must_exist=False)
+        cands = [f"{ENTRIES}/{n}" for n in _listing(d, ENTRIES, []) if n not in m["entries"]]
+        cands += [n for n in safefs.list_dir(d) if n.startswith(TMP_PREFIX)]
+        cands += [f"{TUNING}/{n}" for n in _listing(d, TUNING, []) if n not in m.get("tuning", {})]
+        for rel in cands:
+            _remove(d, rel)
+            removed.append(rel)
     return removed

@@ -63,7 +63,8 @@ def ir(file, kernel, defines, no_passes):
     from tilec.ir.printer import print_kernel
     try:
         if no_passes:
-            ks = compile_source(Path(file).read_text(), str(file), kernel, _parse_defines(defines), passes=False)
+            from tilec.compiler import read_source
+            ks = compile_source(read_source(file), str(file), kernel, _parse_defines(defines), passes=False)
         else:
             ks = compile_file(file, kernel, _parse_defines(defines))
     except CompileError as e:
@@ -144,11 +145,14 @@ def _emit_ascend(k, target):
 def selftest(backend, quick, seed, only):
     """Run every library kernel on the standard cases against independent oracles."""
     from tilec.selftest import runner, selftest as run
+    from tilec.variants import load_spaces
     try:
         runner(backend)
     except KeyError as e:
         click.echo(f"tilec selftest: error: {e.args[0]}", err=True)
         sys.exit(1)
+    if only is not None and only not in load_spaces():
+        _fail(f"--kernel {only}: no library kernel of that name; known: {', '.join(load_spaces())}")
     n = failed = skipped = 0
     click.echo(f"{'kernel':<16} {'case':<58} {'max err':>10} {'time':>8}  result")
     for r in run(backend, quick=quick, seed=seed, only=only):
@@ -174,11 +178,11 @@ def selftest(backend, quick, seed, only):
 @click.option("--shape", default=None, metavar="M,N,K", help="GEMM problem size (GEMM kernels)")
 @click.option("--stage", default=None, type=click.Choice(["decode", "verify", "prefill"]),
               help="stage kind to pick the attention tile for (meta_attention)")
-@click.option("--context", default=1024, show_default=True, type=click.IntRange(min=1),
+@click.option("--context", default=1024, show_default=True, type=click.IntRange(min=1, max=(1 << 24)),
               help="KV length each stage attends to (meta_attention)")
-@click.option("--tokens", default=512, show_default=True, type=click.IntRange(min=1),
+@click.option("--tokens", default=512, show_default=True, type=click.IntRange(min=1, max=(1 << 20)),
               help="prefill chunk length (meta_attention --stage prefill)")
-@click.option("--group", "-G", default=4, show_default=True, type=click.IntRange(min=1),
+@click.option("--group", "-G", default=4, show_default=True, type=click.IntRange(min=1, max=64),
               help="GQA group: query heads per KV head (meta_attention)")
 @click.option("--head-dim", "-D", "head_dim", default=128, show_default=True,
               type=click.Choice(["64", "128"]), help="head dimension (meta_attention)")
@@ -217,8 +221,8 @@ def tiles_cmd(target, kernel, shape, stage, context, tokens, group, head_dim, dt
         M, N, K = (int(x) for x in shape.split(","))
     except ValueError:
         _fail(f"--shape '{shape}' is not M,N,K (three integers)")
-    if min(M, N, K) <= 0:
-        _fail(f"--shape '{shape}': M, N and K must be positive")
+    if min(M, N, K) <= 0 or max(M, N, K) > (1 << 24):
+        _fail(f"--shape '{shape}': M, N and K must be from 1 to {1 << 24}")
     text, _ = report(kernel, M, N, K, dtype, tgt)
     click.echo(text)
 
@@ -388,11 +392,12 @@ def show_cmd(dir, key):
     click.echo("files:")
     for name, info in e["files"].items():
         click.echo(f"  {name:<16} {info.get('size', '?'):>8}  sha256 {info['sha256']}")
+    from tilec import safefs
     p = Path(dir) / ENTRIES / e["key"] / "kernel.ir"
     try:
-        ir_text = p.read_text()
+        ir_text = safefs.read_bytes(dir, f"{ENTRIES}/{e['key']}/kernel.ir").decode("utf-8", "replace")
     except OSError as err:
-        _fail(f"{p}: {err.strerror}")
+        _fail(f"{p}: {err.strerror or err}")
     click.echo("--- kernel.ir ---")
     click.echo(ir_text, nl=False)
 
@@ -414,7 +419,7 @@ def _show_tuning(dir, key):
             click.echo(line)
     except CacheError as e:
         _fail(str(e))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as e:
         _fail(f"{Path(dir) / key}: corrupted tuning table ({type(e).__name__}: {e}); re-run: tilec tune {dir} --target T")
 
 
@@ -426,7 +431,7 @@ def verify_cmd(dir):
     from tilec.cache import CacheError, read_manifest, verify
     try:
         problems = verify(dir)
-        n = len(read_manifest(dir)["entries"])
+        n = 0 if problems[:1] and problems[0].startswith("incomplete:") else len(read_manifest(dir)["entries"])
     except CacheError as e:
         _fail(str(e))
     for p in problems:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frontend.diagnostics import CompileError, Diagnostic, DiagnosticSink, Source
+from frontend.diagnostics import CompileError, Diagnostic, DiagnosticSink, Loc, Source
 from frontend.parser import parse
 from frontend.sema import lower_kernel
 
@@ -30,6 +30,11 @@ def compile_source(text: str, filename: str = "<string>", kernel: str | None = N
         if k.name in seen:
             sink.error(k.loc, f"kernel '{k.name}' is defined twice (first at line {seen[k.name]})")
         seen[k.name] = k.loc.line
+    if binding and kernel is None:          # a -D name no kernel of the file declares is a typo
+        declared_all = {p.name for k in module.kernels for p in k.params} | {
+            d for k in module.kernels for p in k.params for d in p.dims if isinstance(d, str)}
+        for n in sorted(set(binding) - declared_all):
+            sink.error(None, f"-D {n}: no kernel in this file has a const or dim named '{n}'")
     out = {}
     for k in module.kernels:
         if kernel is not None and k.name != kernel:
@@ -47,11 +52,27 @@ def compile_source(text: str, filename: str = "<string>", kernel: str | None = N
     return out
 
 
-def compile_file(path: str | Path, kernel: str | None = None, binding: dict | None = None,
-                 probe: bool = False) -> dict:
+def read_source(path: str | Path) -> str:
+    """A source file's text; CompileError (one located line) when it cannot be read, is not
+    UTF-8, or is over the size limit."""
+    from frontend.parser import MAX_SOURCE_BYTES
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.is_file() and p.stat().st_size > MAX_SOURCE_BYTES:
+            raise CompileError(Source("", str(path)), [Diagnostic(
+                None, f"file is {p.stat().st_size} bytes; the limit is {MAX_SOURCE_BYTES} (1 MiB)")])
+        data = p.read_bytes()
     except OSError as e:
         raise CompileError(Source("", str(path)), [Diagnostic(None, f"cannot read file: {e.strerror}")]) from None
-    return compile_source(text, str(path), kernel, binding, probe=probe)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise CompileError(Source(data.decode("utf-8", "replace"), str(path)), [Diagnostic(
+            Loc(line, col), f"file is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}")]) from None
+
+
+def compile_file(path: str | Path, kernel: str | None = None, binding: dict | None = None,
+                 probe: bool = False) -> dict:
+    return compile_source(read_source(path), str(path), kernel, binding, probe=probe)

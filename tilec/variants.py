@@ -42,8 +42,10 @@ def load_spaces(path: str | Path | None = None) -> dict[str, dict]:
         data = json.loads(p.read_text())
     except OSError as e:
         raise VariantError(f"{p}: cannot read variant file: {e.strerror}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise VariantError(f"{p}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise VariantError(f"{p}: JSON nests too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("kernels"), dict):
         raise VariantError(f"{p}: expected an object with a 'kernels' table")
     for name, spec in data["kernels"].items():

@@ -128,7 +128,12 @@ def load_model(spec: str, tp: int = 1) -> ModelShapes:
         cfg = json.loads(p.read_text())
     except OSError as e:
         raise ModelError(f"{p}: cannot read: {e.strerror}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{p}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelError(f"{p}: JSON nests too deeply") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{p}: expected a JSON object (a Hugging Face config.json), got {type(cfg).__name__}")
     name = cfg.get("_name_or_path") or cfg.get("model_type") or p.parent.name or p.stem
+    name = name if isinstance(name, str) else p.stem
     return from_config(cfg, str(name), tp, str(p))
