@@ -9,7 +9,8 @@ kind (a decode-only, verify-only and prefill-only batch) and the fastest tile ke
 
 What is tried, to keep tuning bounded: for bucket m, the two smallest available BMs >= m and
 the largest BM < m (tiles covering the bucket, and one that splits it), with every BN / BK that
-divides N / K; plus the default table's pick, so the summary can compare against it. Each
+divides N / K and the next longer BK (a K step past K is virtual padding, and a long step can
+stream a weight row best); plus the default table's pick, so the summary can compare against it. Each
 candidate is run once to warm up, then timed ``reps`` times (best kept). M is the bucket
 itself: the worst case of the bucket for virtual padding.
 
@@ -67,7 +68,10 @@ def gemm_candidates(bindings: list[dict], bucket: int, N: int, K: int) -> list[d
     bns = {b["BN"] for b in bindings}
     bks = {b["BK"] for b in bindings}
     bns = {v for v in bns if N % v == 0} or bns
-    bks = {v for v in bks if K % v == 0} or bks
+    # every K step divides K, plus one longer step if the space has one: a long K step that
+    # runs past K (virtual padding) can still be the fastest way to stream a weight row
+    longer = [v for v in bks if K % v and v > max((x for x in bks if K % x == 0), default=0)]
+    bks = ({v for v in bks if K % v == 0} | set(sorted(longer)[:1])) or bks
     return [b for b in bindings if b["BM"] in pick and b["BN"] in bns and b["BK"] in bks]
 
 
