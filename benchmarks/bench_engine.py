@@ -3,10 +3,13 @@ peak memory, on the same weights (SmolLM2-135M-Instruct, the GGUF dequantised to
 prompts, greedy, the same torch thread count; batch 1 and 16 concurrent requests. Then a
 per-op profile of the engine's steps.
 
-    .venv/bin/python benchmarks/bench_engine.py [--threads 1] [--tokens 64] [--backend cpu]
+    .venv/bin/python benchmarks/bench_engine.py [--threads 1] [--tokens 64] [--backend native]
+        [--batches 1,16] [--rounds 3]
 
-Each (side, batch) runs in its own process (peak RSS is that process's), sides interleaved.
-Prints markdown for BENCHMARKS.md ("Serving engine").
+Each (side, batch) runs in its own process (peak RSS is that process's), sides taking turns
+for ``--rounds`` rounds; the tables give each side's median (this VM's speed drifts by tens of
+percent between minutes, so one pair of runs is not a ratio to trust). Prints markdown for
+BENCHMARKS.md ("Serving engine").
 """
 from __future__ import annotations
 
@@ -163,12 +166,24 @@ def _run(side: str, batch: int, a) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _tps(run: dict) -> float:
+    return run["tokens"] / run["seconds"]
+
+
+def _median(runs: list[dict]) -> dict:
+    """Per-field medians over rounds (tokens/s, TTFT, peak RSS)."""
+    import statistics
+    return {"tps": statistics.median(_tps(r) for r in runs), "ttft": statistics.median(r["ttft"] for r in runs),
+            "peak_rss": statistics.median(r["peak_rss"] for r in runs)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--backend", default=None, help="engine backend (default: the engine's default)")
     ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--worker", choices=["ours", "hf"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
@@ -180,27 +195,37 @@ def main():
         print(json.dumps(worker_hf(a.batch, a.tokens, a.threads)))
         return
     import torch
+    if a.backend is None:
+        from serve.config import default_backend
+        a.backend = default_backend()
     print(f"machine: {platform.machine()}, nproc {os.cpu_count()}, Python {platform.python_version()}, "
           f"torch {torch.__version__}, {a.threads} thread(s) on both sides, load average "
           f"{os.getloadavg()[0]:.2f}; SmolLM2-135M-Instruct Q4_1 GGUF dequantised to f32 on both sides; "
-          f"greedy, {a.tokens} new tokens per request (end-of-turn ignored); backend {a.backend}")
+          f"greedy, {a.tokens} new tokens per request (end-of-turn ignored); backend {a.backend}; "
+          f"median of {a.rounds} rounds")
     batches = [int(b) for b in a.batches.split(",")]
     rows = []
-    a.profile_in = f"ours{batches[-1]}"
-    for b in batches:                       # sides interleaved: ours, hf, ours, hf
-        ours = _run("ours", b, a)
-        hf = _run("hf", b, a)
-        rows.append((b, ours, hf))
+    a.profile_in = None
+    for b in batches:
+        runs = {"ours": [], "hf": []}
+        for r in range(a.rounds):           # sides take turns: ours, hf, ours, hf, ...
+            if b == batches[-1] and r == a.rounds - 1:
+                a.profile_in = f"ours{b}"
+            for side in ("ours", "hf"):
+                runs[side].append(_run(side, b, a))
+            print(f"  batch {b} round {r + 1}/{a.rounds}: ours {_tps(runs['ours'][-1]):.1f} tok/s, "
+                  f"transformers {_tps(runs['hf'][-1]):.1f} tok/s", file=sys.stderr, flush=True)
+        rows.append((b, _median(runs["ours"]), _median(runs["hf"]), runs["ours"][-1].get("profile")))
     print("\n| requests | side | output tokens/s | ratio vs transformers | mean time to first token ms | "
           "peak RSS MiB |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
-    for b, ours, hf in rows:
-        to, th = ours["tokens"] / ours["seconds"], hf["tokens"] / hf["seconds"]
+    for b, ours, hf, _ in rows:
+        to, th = ours["tps"], hf["tps"]
         print(f"| {b} | tilec engine ({a.backend}) | {to:.1f} | {to / th:.2f} | {ours['ttft'] * 1e3:.0f} | "
               f"{ours['peak_rss'] / 2**20:.0f} |")
         print(f"| {b} | transformers generate | {th:.1f} | 1.00 | {hf['ttft'] * 1e3:.0f} | "
               f"{hf['peak_rss'] / 2**20:.0f} |")
-    prof = rows[-1][1].get("profile")
+    prof = rows[-1][3]
     if prof:
         print(f"\nEngine profile, {batches[-1]} requests (ms per step, summed over the step's launches):\n")
         print("| op | ms per step |")

@@ -1,8 +1,8 @@
 """XY-Serve's dynamic workload on the engine: a reproducible request trace replayed in real time
 under each scheduling policy, with prefix reuse and speculative decoding.
 
-    .venv/bin/python benchmarks/bench_serving_policies.py [--requests 24] [--rates 0.5,1,2,4]
-        [--tokens 32] [--threads 2] [--slo-ttft 4] [--slo-tpot 0.6]
+    .venv/bin/python benchmarks/bench_serving_policies.py [--requests 24] [--rates 0.5,1,2,4,8,16]
+        [--tokens 32] [--threads 2] [--slo-ttft 4] [--slo-tpot 0.6] [--backend native]
 
 The trace (seeded): Poisson arrivals; a third of the requests share a long system prompt, a
 third are short questions, a third ask for repetitive text (lists, repeated code) whose
@@ -97,12 +97,13 @@ def pct(x, q):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=24)
-    ap.add_argument("--rates", default="0.5,1,2,4")
+    ap.add_argument("--rates", default="0.5,1,2,4,8,16")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slo-ttft", type=float, default=4.0)
     ap.add_argument("--slo-tpot", type=float, default=0.6)
     ap.add_argument("--policies", default="hybrid,prefill-first,decode-first")
+    ap.add_argument("--backend", default=None, help="engine backend (default: the engine's default)")
     a = ap.parse_args()
     import torch
     from serve.config import EngineConfig
@@ -110,9 +111,10 @@ def main():
     torch.set_num_threads(a.threads)
     rates = [float(r) for r in a.rates.split(",")]
     trace = make_trace(a.requests)
+    backend = a.backend or EngineConfig().backend
     print(f"machine: {platform.machine()}, nproc {os.cpu_count()}, Python {platform.python_version()}, "
           f"torch {torch.__version__} ({a.threads} threads); load average {os.getloadavg()[0]:.2f}; "
-          f"SmolLM2-135M-Instruct f32 on the cpu backend; {a.requests} requests "
+          f"SmolLM2-135M-Instruct f32 on the {backend} backend; {a.requests} requests "
           f"({sum(k == 'shared' for k, _ in trace)} shared system prompt, {sum(k == 'short' for k, _ in trace)} "
           f"short, {sum(k == 'repeat' for k, _ in trace)} repetitive), {a.tokens} tokens each; "
           f"SLO: P99 TTFT <= {a.slo_ttft}s and P99 TPOT <= {a.slo_tpot}s")
@@ -122,7 +124,8 @@ def main():
         key = (policy, spec, prefix)
         if key not in engines:
             engines[key] = LLMEngine(EngineConfig(policy=policy, speculative=spec, prefix_caching=prefix,
-                                                  threads=a.threads, kv_cache_memory=256 << 20, progress=False))
+                                                  threads=a.threads, kv_cache_memory=256 << 20, progress=False,
+                                                  backend=backend))
         return engines[key]
 
     first = engine("hybrid", "chain")

@@ -111,6 +111,10 @@ def _fmt(binding: dict) -> str:
 # launcher name -> the backend of the entries it runs (the rest run entries of their own name)
 LAUNCHER_ENTRIES = {"ascend-sim": "ascend", "npu": "ascend"}
 
+# backends whose kernels take the same tensors on the same device, so a tuned row of one
+# backend's table may name a variant of the other (tilec tune --target cpu measures both)
+_SIBLINGS = {"native": ("cpu",), "cpu": ("native",)}
+
 TUNING_FORMAT = "tilec-tuning"
 TUNING_FORMAT_VERSION = 1
 
@@ -141,7 +145,9 @@ class Artifacts:
         self.target = target
         self.version = _cache.compiler_version()
         self._entries: dict[tuple, _Entry] = {}
+        self._manifest = manifest
         self._manifest_entries = manifest["entries"]
+        self._siblings: dict[str, "Artifacts"] = {}   # other backends of this target (tuned GEMM rows)
         for key, e in manifest["entries"].items():
             if e.get("backend") != backend or e.get("target") != target:
                 continue
@@ -172,7 +178,7 @@ class Artifacts:
         tuned = manifest.get("tuning", {})
         self.tuning_file = tuning_name(backend, target) if tuning_name(backend, target) in tuned else None
         self.tuning: dict | None = None
-        self._tuned_gemm: dict[tuple, dict] = {}   # (kname, dtype, N, K) -> {bucket: binding}
+        self._tuned_gemm: dict[tuple, dict] = {}   # (kname, dtype, N, K) -> {bucket: (backend, binding)}
         self._tuned_attn: dict[tuple, dict] = {}   # (G, D, dtype) -> {kind: {"BM", "BN"}}
         if self.tuning_file:
             self._read_tuning()
@@ -202,9 +208,12 @@ class Artifacts:
                 sel = {}
                 for b, row in g["buckets"].items():
                     binding = dict(row["binding"])
-                    if (g["kernel"], _bkey(binding)) not in self._entries:
-                        raise ValueError(f"names {g['kernel']} {_fmt(binding)}, which is not in the directory")
-                    sel[int(b)] = binding
+                    rb = row.get("backend", self.backend)    # tuning may pick a sibling backend
+                    if rb != self.backend and rb not in _SIBLINGS.get(self.backend, ()):
+                        raise ValueError(f"picks backend {rb!r}, which cannot run beside {self.backend}")
+                    if not self._has_entry(rb, g["kernel"], binding):
+                        raise ValueError(f"names {rb} {g['kernel']} {_fmt(binding)}, which is not in the directory")
+                    sel[int(b)] = (rb, binding)
                 self._tuned_gemm[(g["kernel"], g["dtype"], int(g["N"]), int(g["K"]))] = sel
             for a in t.get("attention", []):
                 tiles = {}
@@ -269,6 +278,21 @@ class Artifacts:
         self._loaded[(name, bk)] = lk
         return lk
 
+    def _has_entry(self, backend: str, name: str, binding: dict) -> bool:
+        if backend == self.backend:
+            return (name, _bkey(binding)) in self._entries
+        return any(e.get("backend") == backend and e.get("target") == self.target and e.get("kernel") == name
+                   and _bkey(e.get("binding") or {}) == _bkey(binding) for e in self._manifest_entries.values())
+
+    def _sibling(self, backend: str) -> "Artifacts":
+        """The same directory's entries of another backend for this target (where tuning
+        measured one of its GEMM variants faster for a shape); opened without tuning tables."""
+        sib = self._siblings.get(backend)
+        if sib is None:
+            sib = self._siblings[backend] = Artifacts(self.path, backend, self.target,
+                                                      dict(self._manifest, tuning={}))
+        return sib
+
     def _only_match(self, name: str, binding: dict) -> _Entry:
         """The one entry of ``name`` whose binding includes ``binding`` (a user need not
         repeat the consts the source defaults), or ArtifactError listing what there is."""
@@ -301,8 +325,9 @@ class Artifacts:
             return hit
         sel = self._tuned_gemm.get((kname, dtype, N, K))
         if sel is not None and q in sel:
-            binding = sel[q]
-            hit = self._fast[fk] = (self.kernel(kname, **binding), binding)
+            rb, binding = sel[q]
+            arts = self if rb == self.backend else self._sibling(rb)
+            hit = self._fast[fk] = (arts.kernel(kname, **binding), binding)
             return hit
         hit = self._fast[fk] = self._default_gemm(kname, M, N, K, dtype)
         return hit

@@ -3,7 +3,8 @@
 ``prepare_artifacts`` compiles into the artifact directory every library variant the model
 can use on its backend (its dtype; meta_attention for its GQA group and head dim; the layer
 kernels that fit its sizes), then, unless the directory already holds a table tuned for this
-model, runs ``tilec tune`` for its shapes. A second start finds everything cached and only
+model, runs ``tilec tune`` for its shapes (for the native backend the generated-torch GEMMs
+are compiled too, and tuning picks per shape whichever backend is faster). A second start finds everything cached and only
 opens the directory. Progress goes to stderr.
 """
 from __future__ import annotations
@@ -65,6 +66,10 @@ def prepare_artifacts(d: Path, cfg, backend: str, target: str, dtype: str, tune:
     entry_backend = {"ascend-sim": "ascend", "reference": "reference"}.get(backend, backend)
     jobs = model_jobs(cfg, target, entry_backend, dtype)
     kinds = {j.kernel for j in jobs}
+    if backend == "native" and tune:
+        # the generated-torch GEMMs too: tuning picks, per linear shape and token bucket, whichever
+        # backend's variant is faster (torch's BLAS tends to win on wide prefill tiles)
+        jobs += [j for j in model_jobs(cfg, target, "cpu", dtype) if j.kernel == "smooth_gemm_t"]
     missing = [k for k in ("smooth_gemm_t", "meta_attention", "rmsnorm", "add_rmsnorm", "silu_mul", "rope",
                            "embed", "kv_write") if k not in kinds]
     if missing:
@@ -98,7 +103,8 @@ def prepare_artifacts(d: Path, cfg, backend: str, target: str, dtype: str, tune:
         t1 = time.perf_counter()
         _say(f"tuning {d} for {cfg.name} ({dtype}, M up to {TUNE_BUDGET}; once per model)")
         try:
-            run_tune(d, target, model_shapes(cfg), TUNE_BUDGET, dtype, reps=2, progress=progress, backend=backend)
+            run_tune(d, target, model_shapes(cfg), TUNE_BUDGET, dtype, reps=2, progress=progress,
+                    backend=None if backend == "native" else backend)
         except TuneError as e:
             raise SetupError(str(e)) from None
         _say(f"tuned in {time.perf_counter() - t1:.1f}s")

@@ -470,7 +470,8 @@ def gc_cmd(dir):
 @click.option("--reps", default=None, type=click.IntRange(min=1), help="timed runs per candidate [default: 3]")
 @click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: on a terminal)")
 @click.option("--backend", "-b", default=None, type=click.Choice(["cpu", "native"]),
-              help="for --target cpu: tune the generated-torch (cpu) or the C++ (native) entries [default: cpu]")
+              help="for --target cpu: tune only the generated-torch (cpu) or the C++ (native) entries "
+                   "[default: every backend DIR holds; per shape the faster wins]")
 def tune_cmd(dir, target, model_spec, tp, budget, dtype, reps, progress, backend):
     """Measure (cpu, CUDA) or model (Ascend simulator) the GEMM variants of DIR on a model's
     linear shapes and the attention tiles per stage kind; write selection tables into DIR

@@ -14,6 +14,12 @@ stream a weight row best); plus the default table's pick, so the summary can com
 candidate is run once to warm up, then timed ``reps`` times (best kept). M is the bucket
 itself: the worst case of the bucket for virtual padding.
 
+On the cpu target DIR may hold two backends' entries (native: compiled C++; cpu: generated
+torch). Unless ``backend`` names one, every GEMM candidate of each is measured on the same
+arguments and each (N, K, bucket) row records the backend whose variant won (the runtime opens
+the other backend's entry for that shape); attention tiles are tuned on the first (native
+where present), the backend the table is for.
+
 The tables go to DIR/tuning/<backend>-<target>.json (plain JSON) through
 ``tilec.cache.write_tuning``: an atomic write under the directory's lock, recorded with its
 sha256 in the manifest so ``tilec verify`` re-hashes it. runtime/artifacts.py reads it.
@@ -79,6 +85,11 @@ def _key(b: dict) -> str:
     return " ".join(f"{k}={b[k]}" for k in ("BM", "BN", "BK") if k in b)
 
 
+def _ckey(backend: str | None, b: dict) -> str:
+    """A candidate's name in a table; prefixed with its backend where several are measured."""
+    return f"{backend} {_key(b)}" if backend else _key(b)
+
+
 @dataclass
 class _Method:
     backend: str
@@ -122,6 +133,31 @@ def _cuda_sync():
     torch.cuda.synchronize()
 
 
+CPU_BACKENDS = ("native", "cpu")     # the cpu target's backends, the preferred first
+
+
+def _cpu_backends(d, backend: str | None) -> list[str]:
+    """The cpu target's backends to tune: ``backend`` if given, else each one DIR holds GEMM
+    entries of whose launcher runs here (native needs a C++ compiler), native first."""
+    if backend:
+        return [backend]
+    from runtime import launchers
+    try:
+        entries = _cache.read_manifest(d)["entries"].values()
+    except _cache.CacheError:
+        return ["cpu"]                       # _source() reports the directory's problem
+    held = {e.get("backend") for e in entries if e.get("target") == "cpu" and e.get("kernel") == GEMM_KERNEL}
+    out = []
+    for b in CPU_BACKENDS:
+        if b in held:
+            try:
+                launchers.get(b)
+            except launchers.LauncherUnavailable:
+                continue
+            out.append(b)
+    return out or ["cpu"]
+
+
 def _method(target: str, reps: int, backend: str | None = None) -> _Method:
     from runtime import launchers
     from tilec import targets
@@ -131,7 +167,7 @@ def _method(target: str, reps: int, backend: str | None = None) -> _Method:
         raise TuneError(str(e)) from None
     if t.kind == "cpu":
         b = backend or "cpu"
-        if b not in ("cpu", "native"):
+        if b not in CPU_BACKENDS:
             raise TuneError(f"the cpu target is served by the cpu and native backends, not {b}")
         try:
             return _Method(b, "measured", f"measured: {b} backend, wall time, best of {reps}", launchers.get(b))
@@ -269,21 +305,35 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
     from runtime.artifacts import TUNING_FORMAT, TUNING_FORMAT_VERSION, tuning_name
     d = Path(d)
     bks = buckets(budget)
-    method = _method(target, reps, backend)
-    src = _source(d, method, target)
     from tilec import targets
-    tname = targets.get(target).name
+    try:
+        tname = targets.get(target).name
+    except targets.UnknownTargetError as e:
+        raise TuneError(str(e)) from None
+    if backend is not None and targets.get(target).kind != "cpu" and backend != "auto":
+        raise TuneError(f"--backend chooses between the cpu target's backends; {tname} has one")
+    names = _cpu_backends(d, None if backend == "auto" else backend) if targets.get(target).kind == "cpu" \
+        else [None]
+    methods = [_method(target, reps, b) for b in names]
+    method = methods[0]                      # the table's backend: attention, defaults
+    srcs = [_source(d, m, target) for m in methods]
+    src = srcs[0]
     gemm_bs = [b for b in src.bindings(GEMM_KERNEL) if b.get("DT") == dtype]
     if not gemm_bs:
         raise TuneError(f"{d}: no {method.backend}/{tname} variant of {GEMM_KERNEL} with DT={dtype}; run: "
                         f"tilec compile --target {tname} --out {d} --kernel {GEMM_KERNEL}")
-    plan_g = []   # (linear, bucket, [candidates], default)
+    several = len(methods) > 1
+    plan_g = []   # (linear, bucket, [(method index, candidate)], default)
     for lin in model.linears:
         for q in bks:
-            cands = gemm_candidates(gemm_bs, q, lin.N, lin.K)
             default = _default_binding(gemm_bs, q, lin.N, lin.K)
-            if default not in cands:
-                cands = cands + [default]
+            cands = []
+            for i, s in enumerate(srcs):
+                bs = gemm_bs if i == 0 else [b for b in s.bindings(GEMM_KERNEL) if b.get("DT") == dtype]
+                got = gemm_candidates(bs, q, lin.N, lin.K) if bs else []
+                if i == 0 and default not in got:
+                    got = got + [default]
+                cands += [(i, b) for b in got]
             plan_g.append((lin, q, cands, default))
     attn_bs = _attention_jobs(src, model, dtype)
     attn_runnable = True
@@ -306,13 +356,13 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
         for lin, q, cands, default in plan_g:
             args = _gemm_args(q, lin.N, lin.K, dtype, rng, method.backend)
             times = {}
-            for b in cands:
-                k = _key(b)
+            for i, b in cands:
+                k = _ckey(methods[i].backend if several else None, b)
                 if k in illegal:
                     bar.update(1)
                     continue
                 try:
-                    times[k] = method.time(src.kernel(GEMM_KERNEL, b), args, reps)
+                    times[k] = methods[i].time(srcs[i].kernel(GEMM_KERNEL, b), args, reps)
                 except launchers.LauncherUnavailable as e:
                     raise TuneError(str(e)) from None
                 except Exception as e:
@@ -324,14 +374,16 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
                 raise TuneError(f"no {GEMM_KERNEL} variant is legal on {tname} for N={lin.N} K={lin.K}: "
                                 f"{next(iter(illegal.values()), '')}")
             best = min(times, key=times.get)
-            chosen = next(b for b in cands if _key(b) == best)
+            ci, chosen = next((i, b) for i, b in cands if _ckey(methods[i].backend if several else None, b) == best)
             row = gemm_rows.setdefault((lin.name, lin.N, lin.K), {
                 "kernel": GEMM_KERNEL, "dtype": dtype, "layer": lin.name, "N": lin.N, "K": lin.K,
                 "buckets": {}})
+            dkey = _ckey(method.backend if several else None, default)
             row["buckets"][str(q)] = {
                 "binding": {k: chosen[k] for k in ("BM", "BN", "BK", "DT")},
+                "backend": methods[ci].backend,
                 "seconds": times[best],
-                "default": _key(default), "default_seconds": times.get(_key(default)),
+                "default": dkey, "default_seconds": times.get(dkey),
                 "tried": {k: v for k, v in sorted(times.items())}}
         attention = []
         if attn_bs and attn_runnable:
@@ -342,7 +394,9 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
     table = {
         "format": TUNING_FORMAT, "format_version": TUNING_FORMAT_VERSION,
         "backend": method.backend, "target": tname, "compiler_version": _cache.compiler_version(),
-        "method": method.describe, "model": model.to_json(), "budget": budget, "buckets": bks,
+        "backends": [m.backend for m in methods],
+        "method": method.describe if not several else
+        f"measured: {' and '.join(m.backend for m in methods)} backends, wall time, best of {reps}", "model": model.to_json(), "budget": budget, "buckets": bks,
         "dtype": dtype, "reps": reps, "seconds": round(time.perf_counter() - t_start, 3),
         "gemm": _dedupe(list(gemm_rows.values())), "attention": attention,
         "notes": [n for n in (src.note, attn_note) if n],
@@ -415,15 +469,16 @@ def summary_lines(table: dict) -> list[str]:
     unit, scale = ("µs", 1e6)
     out = [f"{table['method']}; model {table['model']['name']} (tp={table['model']['tp']}), "
            f"{table['dtype']}, M buckets {', '.join(map(str, table['buckets']))}",
-           f"{'layer':<14} {'N x K':>11} {'M':>4}  {'chosen':<18} {'time ' + unit:>10} "
-           f"{'default':<18} {'default ' + unit:>11} {'speedup':>7}"]
+           f"{'layer':<14} {'N x K':>11} {'M':>4}  {'chosen':<25} {'time ' + unit:>10} "
+           f"{'default':<25} {'default ' + unit:>11} {'speedup':>7}"]
     for row in table["gemm"]:
         for q, r in row["buckets"].items():
             ds = r.get("default_seconds")
             sp = f"{ds / r['seconds']:.2f}x" if ds and r["seconds"] > 0 else "-"
             dst = f"{ds * scale:.1f}" if ds else "-"
+            pick = _ckey(r.get("backend") if len(table.get("backends", ())) > 1 else None, r["binding"])
             out.append(f"{row['layer']:<14} {row['N']:>5}x{row['K']:<5} {q:>4}  "
-                       f"{_key(r['binding']):<18} {r['seconds'] * scale:>10.1f} {r['default']:<18} "
+                       f"{pick:<25} {r['seconds'] * scale:>10.1f} {r['default']:<25} "
                        f"{dst:>11} {sp:>7}")
     for a in table.get("attention", []):
         out.append(f"attention G={a['G']} D={a['D']} {a['dtype']}: " + ", ".join(
