@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tilec.ir.core import Loc   # a source position is part of the IR (ops carry one)
+from tilec.ir.core import Loc, render_diagnostic   # positions are part of the IR (ops carry one)
 
 __all__ = ["Loc", "Diagnostic", "Source", "DiagnosticSink", "CompileError"]
 
@@ -34,22 +34,8 @@ class Source:
         return self._lines[n - 1] if 1 <= n <= len(self._lines) else ""
 
     def render(self, d: Diagnostic) -> str:
-        if d.loc is None:
-            head = f"{self.filename}: {d.severity}: {d.message}"
-            return head + (f"\n  hint: {d.hint}" if d.hint else "")
-        text = self.line(d.loc.line).rstrip("\n")
-        col = max(1, d.loc.col)
-        width = 1
-        if d.loc.end_col is not None and d.loc.end_col > col:
-            width = d.loc.end_col - col
-        # keep tabs in the caret line so the caret lands under the right character
-        pad = "".join("\t" if ch == "\t" else " " for ch in text[: col - 1])
-        out = [f"{self.filename}:{d.loc.line}:{col}: {d.severity}: {d.message}",
-               f"    {text}",
-               f"    {pad}^" + "~" * (width - 1)]
-        if d.hint:
-            out.append(f"  hint: {d.hint}")
-        return "\n".join(out)
+        return render_diagnostic(self.filename, d.loc, d.message,
+                                 self.line(d.loc.line) if d.loc else "", d.severity, d.hint)
 
 
 class CompileError(Exception):

@@ -126,8 +126,11 @@ def _emit_ascend(k, target):
         _fail(f"--target {target} is not an Ascend target (ascend910b2, ascend910b4)")
     try:
         src = emit_ascend(k, tgt)
-    except (AscendLoweringError, AscendLegalityError) as e:
-        _fail(str(e))
+    except AscendLoweringError as e:     # located, in the diagnostic format already
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    except AscendLegalityError as e:
+        _fail(f"{tgt.name}: {e}")
     for fname, part in ((f"{src.name}.cpp", "kernel"), (f"{src.name}_tiling.h", "tiling header"),
                         ("main.cpp", "host launcher")):
         text = {"kernel": src.kernel, "tiling header": src.tiling, "host launcher": src.launcher}[part]

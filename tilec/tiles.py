@@ -8,7 +8,7 @@ the HBM floor) the one with less pipe time, then the smaller on-chip footprint. 
 are MODELLED.
 
 ``attention_report`` does the same for Meta-Attention per stage kind (decode, verify, prefill)
-through ``codegen.ascend.attention.tiles.attention_tile_choice`` (``tilec tiles --kernel
+through ``tilec.attention_tiles.attention_tile_choice`` (``tilec tiles --kernel
 meta_attention --stage S``).
 """
 from __future__ import annotations
@@ -128,11 +128,11 @@ def attention_report(stage: str, target, *, group: int = 4, head_dim: int = 128,
                      context: int = 1024, tokens: int = 512, bm_candidates=None,
                      bn_candidates=None) -> tuple[str, object]:
     """The modelled best Meta-Attention tile for one stage kind
-    (codegen.ascend.attention.tiles.attention_tile_choice) as text: the choice with its modelled
+    (tilec.attention_tiles.attention_tile_choice) as text: the choice with its modelled
     time, and every other candidate with why it lost (slower, or illegal on the target)."""
     import re
 
-    from codegen.ascend.attention.tiles import BM_CANDIDATES, BN_CANDIDATES, attention_tile_choice
+    from tilec.attention_tiles import BM_CANDIDATES, BN_CANDIDATES, attention_tile_choice
     from tilec import targets as T
     tgt = T.get(target) if isinstance(target, str) else target
     if stage not in STAGES:

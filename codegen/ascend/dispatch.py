@@ -12,7 +12,7 @@ import importlib
 
 from tilec.ir.core import Kernel
 
-from .errors import AscendLoweringError, fail
+from .errors import AscendLoweringError, fail, with_target
 from .gemm import lower_gemm
 from .vector_kernels import lower_vector
 
@@ -56,6 +56,13 @@ def classify(kernel: Kernel) -> str:
 
 
 def lower(kernel: Kernel, target="ascend910b2"):
+    try:
+        return _lower(kernel, target)
+    except AscendLoweringError as e:
+        raise with_target(e, target) from None
+
+
+def _lower(kernel: Kernel, target):
     kind = classify(kernel)
     if kind == "gemm":
         return lower_gemm(kernel, target)
@@ -70,6 +77,13 @@ def lower(kernel: Kernel, target="ascend910b2"):
 
 def emit(kernel: Kernel, target="ascend910b2"):
     """Lower ``kernel`` and emit its Ascend C (an ``emit_ascendc.AscendCSource``)."""
+    try:
+        return _emit(kernel, target)
+    except AscendLoweringError as e:
+        raise with_target(e, target) from None
+
+
+def _emit(kernel: Kernel, target):
     from .emit_ascendc import emit_ascendc
     from .program import Program
     from .vector import AivProgram
@@ -79,18 +93,15 @@ def emit(kernel: Kernel, target="ascend910b2"):
         try:
             return emit_ascendc(prog)
         except EmitError as e:      # lowered and simulated, but not yet expressible in Ascend C
-            raise AscendLoweringError(f"{kernel.source_file or '<string>'}: error: ascend: "
-                                      f"{e} (kernel '{kernel.name}')") from None
+            fail(kernel, None, f"lowered and simulated, but not expressible in Ascend C yet: {e}")
     mod = attention_module()
     fn = getattr(mod, "emit_attention", None) or getattr(mod, "emit_ascendc", None)
     if fn is None:
-        raise AscendLoweringError(f"{kernel.source_file}: error: ascend: no Ascend C emitter for "
-                                  f"the attention program of kernel '{kernel.name}' yet")
+        fail(kernel, None, "no Ascend C emitter for the attention program yet")
     try:
         return fn(prog)
     except ModuleNotFoundError as e:        # the attention emitter is not in this build yet
         if not (e.name or "").startswith("codegen.ascend.attention"):
             raise
-        raise AscendLoweringError(f"{kernel.source_file}: error: ascend: no Ascend C emitter for "
-                                  f"the attention program of kernel '{kernel.name}' in this "
-                                  f"build ({e.name} is missing)") from None
+        fail(kernel, None, f"no Ascend C emitter for the attention program in this build "
+                           f"({e.name} is missing)")

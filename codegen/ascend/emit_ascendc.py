@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
+from .ascendc_source import AscendCSource
+from .ascendc_source import camel as _camel
 from .program import Program
 
 CANN_MISSING = ("CANN toolkit not found (ASCEND_HOME_PATH unset): the Ascend C source was "
@@ -37,25 +38,9 @@ class CannUnavailable(RuntimeError):
     """The CANN toolkit (ccec, ascendc.cmake, ACL runtime) is not installed on this host."""
 
 
-@dataclass(frozen=True)
-class AscendCSource:
-    name: str
-    kernel: str          # device .cpp
-    tiling: str          # host/device tiling struct header
-    launcher: str        # host .cpp
-
-    def files(self) -> dict[str, str]:
-        return {f"{self.name}.cpp": self.kernel, f"{self.name}_tiling.h": self.tiling,
-                "main.cpp": self.launcher}
-
-
 def cann_available() -> bool:
     home = os.environ.get("ASCEND_HOME_PATH")
     return bool(home and Path(home).is_dir()) or shutil.which("ccec") is not None
-
-
-def _camel(name: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in name.split("_"))
 
 
 def _tiling(prog: Program, struct: str) -> str:

@@ -25,7 +25,8 @@ This source is not compiled here (no CANN): only its text is tested (golden file
 """
 from __future__ import annotations
 
-from .emit_ascendc import AscendCSource, _camel
+from .ascendc_source import AscendCSource
+from .ascendc_source import camel as _camel
 from .program import Ref
 from .vector import (AivProgram, Bcast, CopyGmToUb, CopyGmToUbGather, CopyUbToGm, Scalar, SOp,
                      VBinary, VCast, VCompare, VDup, VReduce, VSelect, VUnary, reduce_scratch,

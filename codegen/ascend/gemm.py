@@ -14,6 +14,7 @@ from tilec import targets as T
 from tilec.ir.core import Kernel, Op
 
 from .errors import AscendLegalityError
+from .errors import construct, targeted
 from .errors import fail as _fail
 from .program import (Buffer, CopyGmToL1, FixPipe, GmTile, LoadL0, Mmad, Program, Ref,
                       SetFlag, WaitFlag)
@@ -39,6 +40,18 @@ def _pid_times(v, axis):
     return None
 
 
+def _user_op(ops, op):
+    """The op to blame for ``op``: an implicit splat/broadcast is reported at its first user (the
+    operator the user wrote), whose position is the one that means something to them."""
+    if op.name not in ("splat", "broadcast", "expand_dims"):
+        return op
+    for o in ops:
+        if op.result in o.operands:
+            return _user_op(ops, o)
+    return op
+
+
+@targeted
 def lower_gemm(kernel: Kernel, target="ascend910b2") -> Program:
     tgt = T.get(target) if isinstance(target, str) else target
     tparams = {tp.value: tp.name for tp in kernel.tensors}
@@ -58,10 +71,16 @@ def lower_gemm(kernel: Kernel, target="ascend910b2") -> Program:
         elif op.name == "yield":
             continue
         else:
-            _fail(kernel, op, f"unsupported op '{op.name}' outside the GEMM pattern")
+            op = _user_op(kernel.body.ops, op)
+            _fail(kernel, op, f"{construct(op)} is not supported outside the K loop of a Cube GEMM "
+                              f"kernel; a GEMM kernel is: acc = zeros(...); for k: acc += dot(load(A tile), "
+                              f"load(B tile)); store(C tile, cast(acc, DT)) (elementwise epilogues go in "
+                              f"a separate vector kernel)")
     if loop is None or store is None or zero is None:
         bad = next((o for o in kernel.body.ops if o.name not in scalar_ok), kernel.body.ops[0])
-        _fail(kernel, bad, "kernel is not a GEMM (needs zeros accumulator, K loop, store)")
+        _fail(kernel, bad, "this kernel uses dot() but is not a GEMM the Cube unit runs: write "
+                           "acc = zeros((BM, BN), f32), a for loop over K with acc += dot(a, b), "
+                           "then store(C[...], cast(acc, DT))")
     if zero.attrs["value"] != 0 or zero.result.type.dtype != "f32":
         _fail(kernel, zero, "accumulator must start as f32 zeros")
     BM, BN = zero.result.type.shape
@@ -99,7 +118,8 @@ def lower_gemm(kernel: Kernel, target="ascend910b2") -> Program:
         elif op.name in scalar_ok and op.result.type.is_scalar:
             continue
         else:
-            _fail(kernel, op, f"unsupported op '{op.name}' in the K loop")
+            _fail(kernel, op, f"{construct(op)} is not supported inside the K loop of a Cube GEMM; "
+                              f"the loop may only load the A and B tiles and accumulate acc += dot(a, b)")
     if dot_op is None or add_op is None or len(loads) != 2:
         _fail(kernel, loop, "K loop must hold two loads, a dot and an accumulate")
     if set(add_op.operands) != {accv, dot_op.result}:
@@ -217,9 +237,3 @@ def check_legality(prog: Program, tgt) -> None:
                 f"needs {b.total_bytes} bytes ({used[space]} in {b.space} in all) but only {cap} "
                 f"bytes are available on {tgt.name}")
 
-
-def supported(kernel: Kernel) -> bool:
-    """Whether ``codegen.ascend.lower`` (dispatch.py) has a lowering for this kernel's pattern
-    in this build (it may still reject a particular binding with a legality error)."""
-    from .dispatch import attention_missing, classify
-    return classify(kernel) != "attention" or attention_missing() is None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from tilec import targets as T
 from tilec.ir.core import Kernel, Op
 
-from .errors import AscendLegalityError, AscendLoweringError, fail
+from .errors import AscendLegalityError, AscendLoweringError, construct, fail, targeted
 from .program import Buffer, Ref, SetFlag, WaitFlag
 from .vector import (AivProgram, Bcast, CopyGmToUb, CopyGmToUbGather, CopyUbToGm, GmView,
                      Scalar, SOp, UbLegalityError, VBinary, VCast, VCompare, VDup, VReduce,
@@ -154,8 +154,8 @@ class _Lowering:
             self.scalars.append(SOp(dst=dst, op="f32", a=self.sval(op.operands[0], op)))
             self.vals[op.result] = dst
         else:
-            self.fail(op, f"unsupported scalar op '{name}'"
-                  f"{' ' + op.attrs['op'] if 'op' in op.attrs else ''} on the AIV scalar unit")
+            self.fail(op, f"{construct(op)} on scalars is not supported on the AI vector core's scalar "
+                          f"unit (it has +, -, *, / and casts to f32)")
 
     # -- tiles ---------------------------------------------------------------------------------
     def tile(self, v, op) -> _T:
@@ -375,7 +375,8 @@ class _Lowering:
             t = self.out_tile(op, "col", pp, hint)
             self.vec.append(VReduce(kind=op.attrs["kind"], dst=self.ref(t.buf), src=self.ref(src.buf)))
         else:
-            self.fail(op, f"op '{name}' is not lowered to the AIV vector unit")
+            self.fail(op, f"{construct(op)} is not supported on the AI vector core (AIV); vector "
+                          f"kernels are loads, elementwise math, row reductions and stores")
 
     def index_only(self, v) -> bool:
         """v only feeds gather indices (directly or through expand_dims/broadcast)."""
@@ -403,7 +404,9 @@ class _Lowering:
             if op.name in ("arange", "expand_dims", "broadcast") and self.index_only(op.result):
                 continue                    # index arithmetic of a gather, read there
             if op.name in ("for", "if", "dot", "trans", "arange", "reshape"):
-                self.fail(op, f"op '{op.name}' is not lowered to the AIV vector unit")
+                self.fail(op, f"{construct(op)} is not supported in a vector kernel on the AI vector "
+                              f"core (AIV); loops, dot() and trans() need the Cube GEMM or "
+                              f"Meta-Attention form")
             if op.results and op.result.type.is_scalar:
                 self.scalar_op(op)
             elif op.name == "load":
@@ -449,11 +452,12 @@ def grid_exprs(kernel: Kernel) -> tuple:
         elif op.name == "yield":
             return tuple(names[v] for v in op.operands)
         else:
-            raise AscendLoweringError(f"{kernel.source_file}: error: ascend: grid op '{op.name}' "
-                                      f"has no host-side form (kernel '{kernel.name}')")
+            fail(kernel, op, f"the grid uses {construct(op)}, which the host tiling cannot compute; "
+                             f"write the grid with +, -, * and cdiv over dims and constants")
     return ()
 
 
+@targeted
 def lower_vector(kernel: Kernel, target="ascend910b2") -> AivProgram:
     tgt = T.get(target) if isinstance(target, str) else target
     prog = _Lowering(kernel, tgt).run()

@@ -49,7 +49,7 @@ def test_attention_emit_reports_state_plainly():
     assert "Traceback" not in r.output
     if attention_missing():
         assert r.exit_code == 1
-        assert re.search(r"meta_attention\.tile:\d+:\d+: error: ascend: .*not lowered yet", r.output)
+        assert re.search(r"meta_attention\.tile:\d+:\d+: error: ascend910b2: .*not lowered yet", r.output)
     elif r.exit_code:           # lowered, but its emitter (another module) is not there yet
         assert len(r.output.strip().splitlines()) == 1 and "no Ascend C emitter" in r.output
     else:
@@ -65,3 +65,32 @@ def test_selftest_ascend_sim():
     why = attention_missing()
     if why:
         assert f"skipped ({why})" in r.output and "skipped" in r.output.splitlines()[-1]
+
+
+_EPILOGUE_GEMM = """\
+kernel scaled_gemm(A: f16[M, K], B: f16[K, N], C: f16[M, N],
+                   BM: const = 32, BN: const = 32, BK: const = 32):
+    grid(cdiv(M, BM), cdiv(N, BN))
+    m0 = program_id(0) * BM
+    n0 = program_id(1) * BN
+    acc = zeros((BM, BN), f32)
+    for k in range(0, K, BK):
+        acc += dot(load(A[m0 : m0 + BM, k : k + BK]), load(B[k : k + BK, n0 : n0 + BN]))
+    acc = acc * 2.0
+    store(C[m0 : m0 + BM, n0 : n0 + BN], cast(acc, f16))
+"""
+
+
+def test_unsupported_construct_reads_like_a_compiler_error(tmp_path):
+    """FILE:LINE:COL: error: TARGET: ..., once, with the line and a caret under what the user
+    wrote (the operator, not the implicit broadcast of its scalar), in the user's words."""
+    f = tmp_path / "scaled.tile"
+    f.write_text(_EPILOGUE_GEMM)
+    r = emit(str(f), "--kernel", "scaled_gemm", "--target", "ascend910b4")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    lines = r.output.rstrip("\n").splitlines()
+    assert lines[0].startswith(f"{f}:9:15: error: ascend910b4: an arithmetic operator ('mul') is not "
+                               f"supported outside the K loop"), lines[0]
+    assert r.output.count("error") == 1 and "tilec: error" not in r.output
+    assert lines[1].strip() == "acc = acc * 2.0" and lines[2].index("^") == lines[1].index("*")
+    assert "splat" not in r.output and "op '" not in r.output

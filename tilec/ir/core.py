@@ -26,6 +26,27 @@ class Loc:
         return f"{self.line}:{self.col}"
 
 
+def render_diagnostic(filename: str, loc: Loc | None, message: str, line_text: str | None = None,
+                      severity: str = "error", hint: str | None = None) -> str:
+    """``FILE:LINE:COL: error: MESSAGE``, the source line and a caret under the position: the
+    one format of every located error (frontend and backends alike). ``line_text`` None: the
+    source is not at hand, so the position is printed without the line."""
+    if loc is None:
+        head = f"{filename}: {severity}: {message}"
+        return head + (f"\n  hint: {hint}" if hint else "")
+    text = (line_text or "").rstrip("\n")
+    col = max(1, loc.col)
+    width = loc.end_col - col if loc.end_col is not None and loc.end_col > col else 1
+    # keep tabs in the caret line so the caret lands under the right character
+    pad = "".join("\t" if ch == "\t" else " " for ch in text[: col - 1])
+    out = [f"{filename}:{loc.line}:{col}: {severity}: {message}"]
+    if line_text is not None:
+        out += [f"    {text}", f"    {pad}^" + "~" * (width - 1)]
+    if hint:
+        out.append(f"  hint: {hint}")
+    return "\n".join(out)
+
+
 @dataclass(frozen=True)
 class Type:
     dtype: str

@@ -15,7 +15,7 @@ from .sim import AttentionStats, simulate_attention
 
 __all__ = ["PIPELINES", "AttentionProgram", "AttentionStats", "check_attention_legality",
            "choose_pipeline", "fit_window", "lower_attention", "max_window", "recognise", "run",
-           "simulate_attention", "attention_tile_choice", "emit_attention"]
+           "simulate_attention", "emit_attention"]
 
 
 def run(kernel, args: dict, target="ascend910b2", pipeline: str | None = None,
@@ -41,11 +41,6 @@ def run(kernel, args: dict, target="ascend910b2", pipeline: str | None = None,
         window = fit_window(spec, target, tasks, pipeline, rows)
     prog = lower_attention(kernel, target, pipeline, window, rows)
     return simulate_attention(prog, launch.tensors, launch.scalars, target, assignment)
-
-
-def attention_tile_choice(stage_kind: str, target="ascend910b2", **kw):
-    from .tiles import attention_tile_choice as f
-    return f(stage_kind, target, **kw)
 
 
 def emit_attention(prog):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 
-from ..emit_ascendc import AscendCSource, _camel
+from ..ascendc_source import AscendCSource
+from ..ascendc_source import camel as _camel
 from ..program import LoadL0, SetFlag, WaitFlag
 from ..vector import (Bcast, Scalar, VArange, VBinary, VCast, VCompare, VDup, VQKRows,
                       VReduce, VSelect, VUnary)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from tilec import targets as T
 from tilec.ir import dtypes as D
 
-from ..errors import AscendLegalityError, AscendLoweringError
+from ..errors import AscendLegalityError, AscendLoweringError, targeted
 from ..gemm import check_legality
 from ..program import Buffer, LoadL0, Ref, SetFlag, WaitFlag
 from ..vector import (Bcast, Scalar, UbLegalityError, VArange, VBinary, VCast, VCompare, VDup,
@@ -513,6 +513,7 @@ def choose_pipeline(tasks, window: int, kinds=None) -> str:
     return "3-stage" if all(e["hi"] <= window for e in envs) else "4-stage"
 
 
+@targeted
 def lower_attention(kernel, target="ascend910b2", pipeline: str = "4-stage",
                     window: int | None = None, classes: tuple | None = None) -> AttentionProgram:
     """Lower a specialised meta_attention kernel to an AI-core-group program.

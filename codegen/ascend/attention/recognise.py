@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import fail, where
+from ..errors import construct, fail, where
 
 _RANKS = (("Q", 3), ("KC", 4), ("VC", 4), ("O", 3), ("BT", 2), ("TASKS", 2), ("TREE", 1))
 
@@ -75,6 +75,7 @@ def recognise(kernel) -> AttentionSpec:
         _fail(kernel, loop, "KV loop must hold exactly two dots (Q K^T and P V)")
     for op in inner:
         if op.name in ("for", "if") and op is not loop:
-            _fail(kernel, op, f"nested '{op.name}' inside the KV loop is not lowered")
+            _fail(kernel, op, f"{construct(op)} nested inside the KV loop is not supported; the KV loop "
+                              f"body must be straight-line code")
     return AttentionSpec(kernel.name, roles, kernel.scalars[0].hint or "scale", c["BM"], c["BN"],
                          c["D"], c["G"], dt, where(kernel, loop))

@@ -1,5 +1,8 @@
 """Modelled best Meta-Attention tile (BM, BN) per stage type, for the tile chooser.
 
+Tile choice sits with tuning, above the backends: it builds test batches, plans them and runs
+the Ascend lowering on the simulator, so codegen/ never imports the runtime or the harness.
+
 For a stage kind the chooser builds a representative batch (``prefill``: one chunk of
 ``tokens`` query tokens after ``kv_len - tokens`` cached ones; ``decode``: one decode per AI
 core at ``kv_len``; ``verify``: one 5-token tree verify per AI core at ``kv_len``), lowers
@@ -14,9 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from codegen.ascend.errors import AscendLegalityError
 from tilec import targets as T
-
-from ..errors import AscendLegalityError
 
 BM_CANDIDATES = (16, 32, 64, 128)
 BN_CANDIDATES = (32, 64, 128)
@@ -56,9 +58,9 @@ def _choose(kind, target, group, head_dim, dtype, kv_len, tokens, bms, bns):
     from tilec.selftest import specialise
     from tilec.testing.attention_cases import make_attention_case
 
-    from . import fit_window, max_window, run
-    from .lower import choose_pipeline
-    from .recognise import recognise
+    from codegen.ascend.attention import fit_window, max_window, run
+    from codegen.ascend.attention.lower import choose_pipeline
+    from codegen.ascend.attention.recognise import recognise
 
     tgt = T.get(target)
     case = make_attention_case(0, _batch(kind, kv_len, tokens, tgt.aic_cores), group, 1,
@@ -77,7 +79,7 @@ def _choose(kind, target, group, head_dim, dtype, kv_len, tokens, bms, bns):
             w4 = max_window(spec, tgt, "4-stage")
             if w4 is None:
                 try:
-                    from .lower import lower_attention
+                    from codegen.ascend.attention.lower import lower_attention
                     lower_attention(k, tgt, "4-stage")
                 except AscendLegalityError as e:
                     rejected.append((bm, bn, str(e).split(": ", 1)[-1]))
