@@ -302,7 +302,7 @@ def _syntax_diagnostic(src: Source, err: UnexpectedInput) -> Diagnostic:
 
 # Limits checked before parsing, each with its own message (deep or long input must end in a
 # diagnostic, never in a recursion crash or a long stall).
-MAX_SOURCE_BYTES = 1 << 20
+MAX_SOURCE_BYTES = 1 << 17   # 128 KiB (the whole library is 9 KiB); lark parses ~100 KiB/s here
 MAX_LINE = 10_000          # characters on one line
 MAX_DEPTH = 64             # nested brackets
 MAX_OPERATORS = 256        # operators in one statement (a deep or long expression)
@@ -314,7 +314,7 @@ def _limits(src: Source) -> list[Diagnostic]:
     """Diagnostics for input past the limits above (empty when within them)."""
     out = []
     if len(src.text.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
-        return [Diagnostic(Loc(1, 1), f"source is over {MAX_SOURCE_BYTES} bytes (1 MiB): split it")]
+        return [Diagnostic(Loc(1, 1), f"source is over {MAX_SOURCE_BYTES} bytes (128 KiB): split it")]
     depth, ops, kernels = 0, 0, 0
     for n, line in enumerate(src.text.splitlines(), 1):
         if len(line) > MAX_LINE:

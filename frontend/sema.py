@@ -104,6 +104,8 @@ class Lowering:
         self.block: Block | None = None
         self.affine: dict[Value, dict] = {}     # scalar int value -> {atom/1: coeff}
         self.dim_values: set[Value] = set()     # symbolic dims: read-only in the kernel body
+        self._loc = None                          # the expression being lowered (for emit's errors)
+        self._big: set = set()                    # oversized tile shapes already reported
 
     # ------------------------------------------------------------------ helpers
     def err(self, loc, msg, hint=None):
@@ -111,6 +113,12 @@ class Lowering:
         return POISON
 
     def emit(self, name, operands, types, attrs=None, loc=None, regions=None) -> Op:
+        for t in types:
+            if t.shape and t.numel > MAX_TILE and (name, t.shape) not in self._big:
+                self._big.add((name, t.shape))      # one error per shape, at the expression
+                self.err(loc or self._loc, f"a tile of shape {list(t.shape)} has {t.numel} elements; tiles "
+                         f"hold at most {MAX_TILE} (no target's on-chip memory holds more)",
+                         "use smaller tile consts")
         op = Op(name, list(operands), list(types), dict(attrs or {}), list(regions or []), loc)
         self.block.ops.append(op)
         return op
@@ -433,7 +441,11 @@ class Lowering:
             self.err(it.args[2].loc if len(vals) == 3 else it.loc,
                      "range step must be a positive compile-time constant")
             return
-        idt = "i64" if any(isinstance(x, Value) and x.type.dtype == "i64" for x in (lo, hi)) else "i32"
+        # an i64 counter where a bound is i64 or a literal bound or step does not fit i32 (an
+        # i32 counter would wrap: range(2**31, K) would run from -2**31)
+        idt = "i64" if any((isinstance(x, Value) and x.type.dtype == "i64")
+                           or (isinstance(x, int) and not -2**31 <= x < 2**31) for x in (lo, hi, step)) \
+            else "i32"
         carried = [n for n in assigned_names(s.body) if n != s.var and isinstance(
             scope.lookup(n), (Value, int, float, bool))]
         init = {n: scope.lookup(n) for n in carried}
@@ -567,7 +579,11 @@ class Lowering:
         m = getattr(self, "e_" + type(e).__name__, None)
         if m is None:
             return self.err(e.loc, "unsupported expression")
-        return m(e, scope)
+        outer, self._loc = self._loc, e.loc or self._loc     # where an emitted op's errors point
+        try:
+            return m(e, scope)
+        finally:
+            self._loc = outer
 
     def e_Int(self, e, scope):
         return e.value
@@ -1227,6 +1243,7 @@ class Lowering:
 
 
 MAX_CONST = 1 << 20        # a tile extent no target holds (largest on-chip buffers are ~MiB)
+MAX_TILE = 1 << 20         # tile elements (4 MiB of f32: several times any on-chip buffer)
 MAX_DIM = (1 << 31) - 1    # dims are i32
 
 

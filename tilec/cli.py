@@ -80,8 +80,8 @@ def ir(file, kernel, defines, no_passes):
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--kernel", "-k", required=True, help="kernel to emit")
 @click.option("-D", "defines", multiple=True, metavar="NAME=VALUE", help="bind a const or dim")
-@click.option("--backend", "-b", required=True, type=click.Choice(["cpu", "triton", "ascend"]),
-              help="backend whose source to print")
+@click.option("--backend", "-b", required=True, type=click.Choice(["cpu", "native", "triton", "ascend"]),
+              help="backend whose source to print (native: the C++ the cpu target's native backend compiles)")
 @click.option("--target", "-t", default="ascend910b2", show_default=True,
               help="Ascend target (ascend backend only): ascend910b2 or ascend910b4")
 def emit(file, kernel, defines, backend, target):
@@ -108,7 +108,7 @@ def emit(file, kernel, defines, backend, target):
     try:
         text = mod.emit(k, interpret=False) if backend == "triton" else mod.emit(k)
     except Exception as e:     # a backend's own refusal (e.g. Triton's power-of-2 rule)
-        if type(e).__name__ in ("TritonUnsupported",):
+        if type(e).__name__ in ("TritonUnsupported", "NativeUnsupported"):
             _fail(str(e))
         raise
     click.echo(text, nl=not text.endswith("\n"))
@@ -331,19 +331,29 @@ def ls_cmd(dir):
     gpu = any(isinstance(e.get("gpu"), dict) for e in rows)
     click.echo(f"{'key':<16}  {'kernel':<16} {'target':<12} {'backend':<10} {'codegen':<12} "
                + (f"{'regs':>4} {'spill':>6} {'smem':>7}  " if gpu else "") + "binding")
-    spilling = 0
+    spilling = accepted = 0
+    from tilec.variants import VariantError, accepted_spill
     for e in rows:
         cg = e.get("codegen", "")
         cg = "ir-only*" if cg.startswith("unavailable") else cg
-        g = _gpu_cols(e.get("gpu")) if gpu else ""
+        ok = False
+        if gpu and isinstance(e.get("gpu"), dict):
+            try:
+                ok = accepted_spill(e.get("kernel", ""), e.get("binding") or {}) is not None
+            except VariantError:
+                ok = False
+        g = _gpu_cols(e.get("gpu"), ok) if gpu else ""
         spilling += g.endswith("!  ")
+        accepted += g.endswith("~  ")
         click.echo(f"{e['key'][:16]}  {e.get('kernel', '?'):<16} {e.get('target', '?'):<12} "
                    f"{e.get('backend', '?'):<10} {cg:<12} {g}{_fmt_binding(e.get('binding') or {})}")
     click.echo(f"{len(rows)} entries")
     if gpu:
         click.echo("regs / spill / smem: registers per thread, spilled bytes (ptxas spill stores) and shared "
                    "memory of the sm_XX binary compiled ahead of time"
-                   + (f"; {spilling} variant(s) spill (marked !)" if spilling else "; none spills"))
+                   + (f"; {spilling} variant(s) spill (marked !)" if spilling else "; none spills unaccepted")
+                   + (f"; {accepted} spill as tilec/kernels/variants.json accepts, with its reason (marked ~)"
+                      if accepted else ""))
     skipped = sorted(m.get("skipped", {}).values(), key=lambda e: (e.get("kernel", ""), e.get("target", ""),
                                                                  json_key(e.get("binding"))))
     if skipped:
@@ -359,15 +369,16 @@ def ls_cmd(dir):
                                      f"default table (no tuning; run: tilec tune {dir} --target T)"))
 
 
-def _gpu_cols(g) -> str:
-    """regs / spill / smem columns of an entry with a GPU binary ("!" marks a spilling one)."""
+def _gpu_cols(g, accepted: bool = False) -> str:
+    """regs / spill / smem columns of an entry with a GPU binary ("!" marks a spilling one,
+    "~" one whose spill the variant file accepts with a reason)."""
     if not isinstance(g, dict):
         return f"{'-':>4} {'-':>6} {'-':>7}  "
     from codegen.triton.aot import spills
     n = spills(g)
     smem = g.get("shared", 0)
     return (f"{g.get('regs', '?'):>4} {n:>6} {f'{smem // 1024}K' if smem >= 1024 else smem:>7}"
-            + ("!  " if n else "   "))
+            + (("~  " if accepted else "!  ") if n else "   "))
 
 
 def json_key(v) -> str:

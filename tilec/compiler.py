@@ -29,7 +29,9 @@ def compile_source(text: str, filename: str = "<string>", kernel: str | None = N
     for k in module.kernels:
         if k.name in seen:
             sink.error(k.loc, f"kernel '{k.name}' is defined twice (first at line {seen[k.name]})")
-        seen[k.name] = k.loc.line
+        seen.setdefault(k.name, k.loc.line)
+    sink.raise_if_any()         # which definition is meant is unclear: lower nothing (a file of
+    #                             many copies would otherwise lower every copy before saying so)
     if binding and kernel is None:          # a -D name no kernel of the file declares is a typo
         declared_all = {p.name for k in module.kernels for p in k.params} | {
             d for k in module.kernels for p in k.params for d in p.dims if isinstance(d, str)}
@@ -60,7 +62,7 @@ def read_source(path: str | Path) -> str:
     try:
         if p.is_file() and p.stat().st_size > MAX_SOURCE_BYTES:
             raise CompileError(Source("", str(path)), [Diagnostic(
-                None, f"file is {p.stat().st_size} bytes; the limit is {MAX_SOURCE_BYTES} (1 MiB)")])
+                None, f"file is {p.stat().st_size} bytes; the limit is {MAX_SOURCE_BYTES} (128 KiB)")])
         data = p.read_bytes()
     except OSError as e:
         raise CompileError(Source("", str(path)), [Diagnostic(None, f"cannot read file: {e.strerror}")]) from None

@@ -71,7 +71,13 @@ def _check_spec(spec, where: str) -> None:
     if not isinstance(bcons, dict) or not all(
             isinstance(v, list) and all(isinstance(c, str) for c in v) for v in bcons.values()):
         raise VariantError(f"{where}: 'backend_constraints' must map backends to lists of strings")
-    for c in cons + [c for v in bcons.values() for c in v]:
+    acc = spec.get("accepted_spills", [])
+    if not isinstance(acc, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("when"), str) and isinstance(a.get("why"), str)
+            and a["why"].strip() for a in acc):
+        raise VariantError(f"{where}: 'accepted_spills' must list objects with a 'when' constraint "
+                           f"and a non-empty 'why'")
+    for c in cons + [c for v in bcons.values() for c in v] + [a["when"] for a in acc]:
         try:
             _compile(c)
         except VariantError as e:
@@ -149,6 +155,20 @@ def backend_allows(spec: dict, binding: dict, backend: str) -> bool:
     """Whether ``binding`` passes ``spec``'s constraints for ``backend`` (if it has any)."""
     return all(_eval(_compile(c), binding, c)
                for c in spec.get("backend_constraints", {}).get(backend, []))
+
+
+def accepted_spill(kernel: str, binding: dict, path: str | Path | None = None) -> str | None:
+    """Why a GPU variant of ``kernel`` may spill registers (the variant file's
+    ``accepted_spills`` entry whose ``when`` holds for ``binding``), or None: a spilling variant
+    without such an entry fails the sm_90 check (tests/codegen/test_triton_sm90.py)."""
+    spec = load_spaces(path).get(kernel) or {}
+    for a in spec.get("accepted_spills", []):
+        try:
+            if _eval(_compile(a["when"]), binding, a["when"]):
+                return a["why"]
+        except VariantError:
+            continue          # names this binding does not bind: not this variant
+    return None
 
 
 def library_variants(kernels=None, path: str | Path | None = None) -> list[tuple[str, dict]]:

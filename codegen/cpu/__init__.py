@@ -36,6 +36,7 @@ class CpuKernel:
         self.namespace = ns = base_namespace()
         exec(builtins.compile(source, f"<tilec-cpu {signature.kernel}>", "exec"), ns)
         self.fn = ns[m.group(1)]
+        self.pynames = ns.get("_PYNAMES") or {}     # parameters renamed in Python (keywords, ...)
 
     def __call__(self, **args) -> None:
         self.launch(args)
@@ -61,6 +62,8 @@ class CpuKernel:
         kw = tensors
         kw.update(launch.scalars)
         kw.update(launch.dims)
+        if self.pynames:
+            kw = {self.pynames.get(n, n): x for n, x in kw.items()}
         if torch.is_grad_enabled():      # entering a mode costs ~2 µs: only when needed
             with torch.no_grad():
                 self.fn(**kw, _grid=launch.grid)

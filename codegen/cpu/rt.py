@@ -217,8 +217,8 @@ def imod(a, b, act=None):
 
 def iv_range(lo: torch.Tensor, hi: torch.Tensor, step: int):
     """Induction values of a loop whose bounds are the same in every instance: [1]*G tensors."""
-    return torch.arange(int(lo.reshape(-1)[0]), int(hi.reshape(-1)[0]), step,
-                        dtype=lo.dtype).reshape(-1, *lo.shape)
+    a, b = int(lo.reshape(-1)[0]), int(hi.reshape(-1)[0])
+    return torch.arange(a, max(a, b), step, dtype=lo.dtype).reshape(-1, *lo.shape)   # b <= a: no trips
 
 
 def span(lo: torch.Tensor, hi: torch.Tensor, step: int) -> tuple:

@@ -14,6 +14,11 @@ What makes it fast where generic element loops would not be:
 - ``dot``: a micro-kernel on f32 tiles (codegen/native/prelude.h); ``dot(x, trans(w))`` reads
   W's rows directly (a linear layer's weight), and a slice load that only feeds a dot and lies
   inside an f32 tensor is not copied at all: the dot reads the tensor in place;
+- K loops: ``for k: acc += dot(load(A[.., k:k+BK]), [trans](load(B[..])))`` over f32 tensors
+  runs, where both tiles lie inside their tensors with unit inner stride, as one dot over the
+  loop's whole K range (f32 sum reassociated, as in the cpu backend), so the micro-kernel's
+  horizontal sums and the tile adds happen once instead of once per K step; other tiles run the
+  loop as written;
 - rows (codegen/cpu/rows.py): when a kernel's tile rows are independent and only rows under a
   per-row flag are stored, everything after the flag runs on rows [0, live) only, live being
   the last set flag + 1: a Meta-Attention decode tile computes its G rows, not BM;
@@ -485,13 +490,111 @@ class _Emitter:
             self.line(d, f"tl::dot_nn({ap}, {lda}, {bp}, {ldb}, {out}, {N}, {rows}, {N}, {K});")
 
     # ------------------------------------------------------------------ control flow
+    def _raisable(self, op):
+        """For ``for k: acc += dot(load(A[r:r+BM, k:k+BK]), [trans](load(B[..])))`` over f32
+        tensors: what a single dot over the whole K range needs (the loop, raised, as the cpu
+        backend does), else None. Each load must take the loop variable as its K start and a
+        start defined outside the loop on its other axis."""
+        body = op.regions[0]
+        ops = body.ops
+        if len(op.results) != 1 or len(body.args) != 2 or len(ops) not in (5, 6):
+            return None
+        iv, carried = body.args
+        names = [o.name for o in ops]
+        if names not in (["load", "load", "trans", "dot", "binary", "yield"],
+                         ["load", "load", "dot", "binary", "yield"]):
+            return None
+        dot, add, yld = ops[-3], ops[-2], ops[-1]
+        la, lb = ops[0], ops[1]
+        trans = ops[2] if names[2] == "trans" else None
+        if add.attrs.get("op") != "add" or set(add.operands) != {carried, dot.results[0]} \
+                or yld.operands[0] is not add.results[0] or dot.operands[0] is not la.results[0]:
+            return None
+        if (trans.operands[0] if trans else dot.operands[1]) is not lb.results[0] or \
+                (trans is not None and dot.operands[1] is not trans.results[0]):
+            return None
+        inside = {r for o in ops for r in o.results}
+        out = []
+        for ld, k_axis in ((la, 1), (lb, 0 if trans is None else 1)):
+            kinds = ld.attrs["index"]
+            tp = self.params.get(ld.operands[0])
+            if tp is None or tp.type.dtype != "f32" or len(kinds) != 2 or ld.attrs["has_mask"] \
+                    or ld.attrs["has_other"] or any(k[0] != "slice" for k in kinds):
+                return None
+            starts = ld.operands[1:3]
+            if starts[k_axis] is not iv or starts[1 - k_axis] in inside or starts[1 - k_axis] is iv:
+                return None
+            if kinds[k_axis][1] != op.attrs["step"]:
+                return None
+            out.append((tp, starts[1 - k_axis], kinds[1 - k_axis][1], k_axis))
+        return out, trans is not None
+
+    def _raised_dot(self, op, d, plan) -> str:
+        """Emit the single-dot form of a raisable K loop behind its run-time conditions; returns
+        the name of the flag saying it ran (the loop itself runs otherwise)."""
+        (ta, ra, bm, _), (tb, rb, bn, kb), nt = plan
+        lo, hi = (self.n(v) for v in op.operands[:2])
+        acc = op.results[0]
+        step = op.attrs["step"]
+        kdim = ta.type.dims[1]
+        kd = str(kdim) if isinstance(kdim, int) else f"D_{kdim}"
+        rows = self.extents(acc)[0]
+        dims_a, dims_b = ([str(n) if isinstance(n, int) else f"D_{n}" for n in t.type.dims] for t in (ta, tb))
+        nrow_b = dims_b[0] if nt else dims_b[1]
+        kl, kn, ok = self.fresh("kl"), self.fresh("kn"), self.fresh("raised")
+        # the chunks cover [lo, lo + ceil((hi - lo) / step) * step), cut at K (masked past it)
+        self.line(d, f"const int64_t {kl} = (int64_t){lo};")
+        self.line(d, f"const int64_t {kn} = (int64_t){hi} > {kl} ? std::min<int64_t>({kl} + ((int64_t){hi} - {kl} + "
+                     f"{step - 1}) / {step} * {step}, (int64_t){kd}) - {kl} : 0;")
+        sa, sb = f"S_{ta.name}", f"S_{tb.name}"
+        ra_, rb_ = f"(int64_t){self.n(ra)}", f"(int64_t){self.n(rb)}"
+        kdim_b = tb.type.dims[kb]
+        kd_b = str(kdim_b) if isinstance(kdim_b, int) else f"D_{kdim_b}"
+        conds = [f"{kl} >= 0", f"{kl} + {kn} <= (int64_t){kd_b}", f"{ra_} >= 0",
+                 f"{ra_} + (int64_t){rows} <= (int64_t){dims_a[0]}", f"{rb_} >= 0",
+                 f"{rb_} + {bn} <= (int64_t){nrow_b}", f"{sa}_1 == 1", f"{sb}_1 == 1"]
+        self.line(d, f"const bool {ok} = {' && '.join(conds)};")
+        buf = self.alloc(acc, d)
+        self.line(d, f"if ({ok}) {{")
+        self._copy_tile(d + 1, buf, self.n(op.operands[2]), acc)
+        part = self.fresh("part")
+        off = self.scratch(4 * bm * bn)
+        self.line(d + 1, f"float* __restrict {part} = (float*){off};")
+        pa = f"T_{ta.name} + {ra_} * {sa}_0 + {kl}"
+        if nt:
+            pb = f"T_{tb.name} + {rb_} * {sb}_0 + {kl}"
+            scr = self.scratch(4 * bn * 8)
+            self.line(d + 1, f"if ({kn} > 0) tl::dot_nt({pa}, {sa}_0, {pb}, {sb}_0, {part}, {bn}, {rows}, {bn}, "
+                             f"{kn}, (float*){scr});")
+        else:
+            pb = f"T_{tb.name} + {kl} * {sb}_0 + {rb_}"
+            self.line(d + 1, f"if ({kn} > 0) tl::dot_nn({pa}, {sa}_0, {pb}, {sb}_0, {part}, {bn}, {rows}, {bn}, {kn});")
+        e = self.fresh("e")
+        self.line(d + 1, f"if ({kn} > 0) for (int64_t {e} = 0; {e} < (int64_t){rows} * {bn}; ++{e}) "
+                         f"{buf}[{e}] += {part}[{e}];")
+        self.line(d, "} else {")
+        return ok
+
     def op_for(self, op, d):
+        plan = self._raisable(op)
+        if plan is not None:
+            self._raised_dot(op, d, (*plan[0], plan[1]))
+            # the loop below runs only where the single dot could not (a ragged or strided tile)
+            self._loop(op, d + 1, reuse=True)
+            self.line(d, "}")
+            return
+        self._loop(op, d)
+
+    def _loop(self, op, d, reuse: bool = False):
         lo, hi, *init = op.operands
         body = op.regions[0]
         res = []
         for v, iv in zip(op.results, init):
             if _shape(v):
-                buf = self.alloc(v, d)
+                if reuse:          # the raised form declared the buffer; same name, same slot
+                    buf = self.names[v]
+                else:
+                    buf = self.alloc(v, d)
                 self._copy_tile(d, buf, self.n(iv), v)
             else:
                 nm = self.fresh("c")

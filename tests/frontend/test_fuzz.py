@@ -122,3 +122,54 @@ def test_non_utf8_source_is_located(tmp_path):
     with pytest.raises(CompileError) as e:
         read_source(p)
     assert "bad.tile:2:19: error: file is not UTF-8: byte 0xe9 at offset 39" in e.value.render()
+
+
+def test_found_by_the_long_fuzz_run():
+    """The classes benchmarks/fuzz_frontend.py found (2026-12-02, 10,000 inputs): a literal
+    loop bound past i32 wrapped the i32 counter (range(2**31, K) ran from -2**31), huge tile
+    consts (BM=65536 x BN=1024) ran for minutes, a dim named like a Python keyword or a runtime
+    name broke the generated torch code, and a loop whose body was all dead code emitted an
+    empty Python block."""
+    import numpy as np
+    import pytest
+
+    from codegen import cpu, reference
+    big = ("kernel k(X: f32[M, N], Y: f32[M, N], BM: const = 65536, BN: const = 1024):\n"
+           "    grid(cdiv(M, BM))\n    m0 = program_id(0) * BM\n"
+           "    store(Y[m0 : m0 + BM, 0 : BN], load(X[m0 : m0 + BM, 0 : BN]))\n")
+    with pytest.raises(CompileError, match=r"fuzz\.tile:4:\d+: error: a tile of shape \[65536, 1024\] has "
+                                           r"67108864 elements; tiles hold at most 1048576"):
+        compile_source(big, "fuzz.tile")
+    loop = ("kernel k(X: f32[K], Y: f32[K], BK: const = 4):\n    grid(1)\n    acc = zeros((BK,), f32)\n"
+            "    for k in range(2147483648, K, BK):\n        acc += load(X[k : k + BK])\n"
+            "    store(Y[0 : BK], acc)\n")
+    kern = compile_source(loop, "fuzz.tile")["k"]
+    for run in (reference.run, cpu.run):          # no iteration: 2**31 > K, counted in i64
+        y = np.full(8, 7.0, np.float32)
+        run(kern, {"X": np.ones(8, np.float32), "Y": y})
+        assert (y[:4] == 0).all() and (y[4:] == 7).all()
+    names = ("kernel k(X: f32[and, rt], Y: f32[and, rt], BM: const = 4, BN: const = 8):\n"
+             "    grid(cdiv(and, BM))\n    m0 = program_id(0) * BM\n"
+             "    for i in range(0, 2):\n        unused = load(X[m0 : m0 + BM, 0 : BN])\n"
+             "    store(Y[m0 : m0 + BM, 0 : BN], load(X[m0 : m0 + BM, 0 : BN]) * 2.0)\n")
+    kern = compile_source(names, "fuzz.tile")["k"]
+    x = np.random.default_rng(0).random((9, 8), dtype=np.float32)
+    for run in (reference.run, cpu.run):
+        y = np.zeros_like(x)
+        run(kern, {"X": x, "Y": y})
+        np.testing.assert_allclose(y, 2 * x)
+
+
+def test_source_size_limit_is_checked_before_parsing():
+    """Over 128 KiB the source is refused at once (lark needs ~1 s per 100 KiB here); under it,
+    a file of many copies of a kernel says which is defined twice without lowering any."""
+    import time
+
+    import pytest
+    one = SOURCES[0] + "\n"
+    for copies, needle in (((1 << 17) // len(one) + 2, "source is over 131072 bytes (128 KiB)"),
+                           ((1 << 17) // len(one) - 1, "is defined twice")):
+        t0 = time.perf_counter()
+        with pytest.raises(CompileError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            compile_source(one * copies, "fuzz.tile")
+        assert time.perf_counter() - t0 < 10

@@ -64,6 +64,9 @@ def test_emit_triton_and_cpu_sources():
     r = CliRunner().invoke(main, ["emit", f, "-k", "smooth_gemm", "-b", "cpu"])
     assert r.exit_code == 0, r.output
     assert "def smooth_gemm(" in r.output
+    r = CliRunner().invoke(main, ["emit", f, "-k", "smooth_gemm_t", "-b", "native", "-D", "DT=f32"])
+    assert r.exit_code == 0, r.output
+    assert 'extern "C" int tilec_launch(' in r.output and "tl::dot_nt(" in r.output
 
 
 def test_emit_triton_rejects_non_power_of_two_tiles():

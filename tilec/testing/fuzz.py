@@ -49,6 +49,13 @@ def mutants(rng: random.Random, n: int, sources: list[str] | None = None):
         src = rng.choice(sources)
         for _ in range(rng.randint(1, 4)):
             src = _mutate(rng, src)
+        r = rng.random()
+        if r < 0.003:            # inputs up to 1 MiB (the source limit is 128 KiB): copies, or a long line
+            if rng.random() < 0.5:
+                size = rng.choice([(1 << 17) - 8192, (1 << 17) + 4096, 1 << 18, (1 << 20) - 16384])
+                src = (src + "\n") * max(1, size // (len(src) + 1))
+            else:
+                src = src + "\n# " + "x" * rng.choice([1 << 16, (1 << 20) - 16384 - len(src)]) + "\n"
         if rng.random() < 0.01:
             b = bytearray(src.encode())
             b[rng.randrange(len(b))] = rng.choice([0xff, 0xfe, 0xc3, 0x80])
