@@ -271,7 +271,8 @@ def _chat(echo, max_tokens: int, threads: int | None) -> bool:
     from serve.model_files import ModelError
     from serve.sampling_params import SamplingParams
     from serve.setup import SetupError
-    echo("== 5. chat with SmolLM2-135M-Instruct (serving engine, cpu backend, f32)")
+    from serve.config import default_backend
+    echo(f"== 5. chat with SmolLM2-135M-Instruct (serving engine, {default_backend()} backend, f32)")
     t0 = time.perf_counter()
     try:
         eng = LLMEngine(EngineConfig(threads=threads, kv_cache_memory=128 << 20))
