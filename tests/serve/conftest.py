@@ -1,5 +1,5 @@
-"""The engine on SmolLM2-135M-Instruct (the default backend: native where a C++ compiler is here, f32) and its oracle, Hugging Face
-transformers on the same GGUF. The dequantised weights and the compiled, tuned artifacts sit
+"""The engine on SmolLM2-135M-Instruct (its default backend: native where a C++ compiler is
+here; f32) and its oracle, Hugging Face transformers on the same GGUF. The dequantised weights and the compiled, tuned artifacts sit
 in one cache directory shared by the test workers (made once, under a file lock); each worker
 then opens its own engine in about a second."""
 import filelock
