@@ -310,10 +310,10 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
         tname = targets.get(target).name
     except targets.UnknownTargetError as e:
         raise TuneError(str(e)) from None
-    if backend is not None and targets.get(target).kind != "cpu" and backend != "auto":
+    is_cpu = targets.get(target).kind == "cpu"
+    if backend is not None and not is_cpu:
         raise TuneError(f"--backend chooses between the cpu target's backends; {tname} has one")
-    names = _cpu_backends(d, None if backend == "auto" else backend) if targets.get(target).kind == "cpu" \
-        else [None]
+    names = _cpu_backends(d, backend) if is_cpu else [None]
     methods = [_method(target, reps, b) for b in names]
     method = methods[0]                      # the table's backend: attention, defaults
     srcs = [_source(d, m, target) for m in methods]
@@ -323,6 +323,9 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
         raise TuneError(f"{d}: no {method.backend}/{tname} variant of {GEMM_KERNEL} with DT={dtype}; run: "
                         f"tilec compile --target {tname} --out {d} --kernel {GEMM_KERNEL}")
     several = len(methods) > 1
+
+    def ckey(i: int, b: dict) -> str:      # a candidate's name: backend-prefixed when several
+        return _ckey(methods[i].backend if several else None, b)
     plan_g = []   # (linear, bucket, [(method index, candidate)], default)
     for lin in model.linears:
         for q in bks:
@@ -357,7 +360,7 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
             args = _gemm_args(q, lin.N, lin.K, dtype, rng, method.backend)
             times = {}
             for i, b in cands:
-                k = _ckey(methods[i].backend if several else None, b)
+                k = ckey(i, b)
                 if k in illegal:
                     bar.update(1)
                     continue
@@ -374,11 +377,11 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
                 raise TuneError(f"no {GEMM_KERNEL} variant is legal on {tname} for N={lin.N} K={lin.K}: "
                                 f"{next(iter(illegal.values()), '')}")
             best = min(times, key=times.get)
-            ci, chosen = next((i, b) for i, b in cands if _ckey(methods[i].backend if several else None, b) == best)
+            ci, chosen = next((i, b) for i, b in cands if ckey(i, b) == best)
             row = gemm_rows.setdefault((lin.name, lin.N, lin.K), {
                 "kernel": GEMM_KERNEL, "dtype": dtype, "layer": lin.name, "N": lin.N, "K": lin.K,
                 "buckets": {}})
-            dkey = _ckey(method.backend if several else None, default)
+            dkey = ckey(0, default)
             row["buckets"][str(q)] = {
                 "binding": {k: chosen[k] for k in ("BM", "BN", "BK", "DT")},
                 "backend": methods[ci].backend,
@@ -396,7 +399,8 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
         "backend": method.backend, "target": tname, "compiler_version": _cache.compiler_version(),
         "backends": [m.backend for m in methods],
         "method": method.describe if not several else
-        f"measured: {' and '.join(m.backend for m in methods)} backends, wall time, best of {reps}", "model": model.to_json(), "budget": budget, "buckets": bks,
+        f"measured: {' and '.join(m.backend for m in methods)} backends, wall time, best of {reps}",
+        "model": model.to_json(), "budget": budget, "buckets": bks,
         "dtype": dtype, "reps": reps, "seconds": round(time.perf_counter() - t_start, 3),
         "gemm": _dedupe(list(gemm_rows.values())), "attention": attention,
         "notes": [n for n in (src.note, attn_note) if n],
