@@ -68,7 +68,7 @@ def prepare_artifacts(d: Path, cfg, backend: str, target: str, dtype: str, tune:
     kinds = {j.kernel for j in jobs}
     if backend == "native" and tune:
         # the generated-torch GEMMs too: tuning picks, per linear shape and token bucket, whichever
-        # backend's variant is faster (torch's BLAS tends to win on wide prefill tiles)
+        # backend's variant is faster (torch's BLAS wins some wide prefill buckets)
         jobs += [j for j in model_jobs(cfg, target, "cpu", dtype) if j.kernel == "smooth_gemm_t"]
     missing = [k for k in ("smooth_gemm_t", "meta_attention", "rmsnorm", "add_rmsnorm", "silu_mul", "rope",
                            "embed", "kv_write") if k not in kinds]
