@@ -4,7 +4,7 @@ never blocks the event loop that accepts connections.
     ae = AsyncEngine(LLMEngine(config), max_waiting=256)
     ae.start()
     async for out in ae.generate(prompt_ids, params):     # RequestOutput per step that advanced
-        print(out.text)
+        print(out.delta, end="")   # the text this step added
     await ae.shutdown(grace=5.0)
 
 Only the engine thread touches the engine: requests and aborts reach it through a command
