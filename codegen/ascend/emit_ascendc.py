@@ -315,6 +315,9 @@ __aicore__ inline void CopyTiling({struct} *t, GM_ADDR tiling)
 
 extern "C" __global__ __aicore__ void {prog.kernel}(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR tiling)
 {{
+    // Cube only (L1 -> L0A/L0B -> Mmad -> FixPipe to GM): start no vector cores
+    // (Ascend C API reference, "设置Kernel类型", atlasascendc_api_07_0218)
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);
     {struct} t;
     CopyTiling(&t, tiling);
     {cls} op;

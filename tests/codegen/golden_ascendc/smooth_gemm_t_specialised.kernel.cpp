@@ -192,6 +192,9 @@ __aicore__ inline void CopyTiling(SmoothGemmTTiling *t, GM_ADDR tiling)
 
 extern "C" __global__ __aicore__ void smooth_gemm_t(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR tiling)
 {
+    // Cube only (L1 -> L0A/L0B -> Mmad -> FixPipe to GM): start no vector cores
+    // (Ascend C API reference, "设置Kernel类型", atlasascendc_api_07_0218)
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);
     SmoothGemmTTiling t;
     CopyTiling(&t, tiling);
     KernelSmoothGemmT op;
