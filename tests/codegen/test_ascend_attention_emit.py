@@ -67,7 +67,7 @@ def test_kernel_uses_ascendc_apis(pipeline):
     for f in ("T", "HQ", "HKV", "NB", "BS", "NSEQ", "MAXB", "NTASK", "NTREE", "wsBytesPerGroup"):
         assert re.search(rf"uint32_t {f};", src.tiling), f
     for pat in (r"ACLRT_LAUNCH_KERNEL\(meta_attention\)\(blockDim, stream, ", r"aclrtMalloc",
-                r"ACL_DEV_ATTR_CUBE_CORE_NUM", r"aclrtSynchronizeStream"):
+                r"ACL_DEV_ATTR_AICORE_CORE_NUM", r"aclrtSynchronizeStream"):
         assert re.search(pat, src.launcher), pat
 
 
@@ -158,7 +158,7 @@ _STUB_ACL = r"""#pragma once
 typedef int aclError;
 typedef void *aclrtStream;
 constexpr aclError ACL_SUCCESS = 0;
-enum { ACL_MEM_MALLOC_HUGE_FIRST, ACL_MEMCPY_HOST_TO_DEVICE, ACL_MEMCPY_DEVICE_TO_HOST, ACL_DEV_ATTR_CUBE_CORE_NUM };
+enum { ACL_MEM_MALLOC_HUGE_FIRST, ACL_MEMCPY_HOST_TO_DEVICE, ACL_MEMCPY_DEVICE_TO_HOST, ACL_DEV_ATTR_AICORE_CORE_NUM };
 inline aclError aclInit(const char *) { return 0; }
 inline aclError aclFinalize() { return 0; }
 inline aclError aclrtSetDevice(int32_t) { return 0; }

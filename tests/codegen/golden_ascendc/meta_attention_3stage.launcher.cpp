@@ -69,7 +69,8 @@ int main(int argc, char **argv)
     aclrtStream stream = nullptr;
     CHECK_ACL(aclrtCreateStream(&stream));
     int64_t cores = 0;     // one block per AI-core group (1 AIC + 2 AIV)
-    CHECK_ACL(aclrtGetDeviceInfo(deviceId, ACL_DEV_ATTR_CUBE_CORE_NUM, &cores));
+    // AICORE_CORE_NUM counts A2's AI Cores by their Cube core and exists before CANN 8.5
+    CHECK_ACL(aclrtGetDeviceInfo(deviceId, ACL_DEV_ATTR_AICORE_CORE_NUM, &cores));
     uint32_t blockDim = (uint32_t)cores;
 
     void *qDev = ToDevice(q), *kcDev = ToDevice(kc), *vcDev = ToDevice(vc), *oDev = ToDevice(o);

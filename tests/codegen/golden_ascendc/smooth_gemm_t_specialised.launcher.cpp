@@ -58,8 +58,10 @@ int main(int argc, char **argv)
     CHECK_ACL(aclrtMemcpy(tDev, sizeof(tiling), &tiling, sizeof(tiling), ACL_MEMCPY_HOST_TO_DEVICE));
 
     // one block per AI core (capped by the number of tile tasks); the kernel loops over tasks
+    // ACL_DEV_ATTR_AICORE_CORE_NUM: on A2 an AI Core is counted by its Cube core, and unlike
+    // ACL_DEV_ATTR_CUBE_CORE_NUM (from CANN 8.5) it exists in every CANN release (aclrtDevAttr)
     int64_t cores = 0;
-    CHECK_ACL(aclrtGetDeviceInfo(deviceId, ACL_DEV_ATTR_CUBE_CORE_NUM, &cores));
+    CHECK_ACL(aclrtGetDeviceInfo(deviceId, ACL_DEV_ATTR_AICORE_CORE_NUM, &cores));
     uint32_t blockDim = tiling.tiles < (uint32_t)cores ? tiling.tiles : (uint32_t)cores;
     ACLRT_LAUNCH_KERNEL(smooth_gemm_t)(blockDim, stream, aDev, bDev, cDev, tDev);
     CHECK_ACL(aclrtSynchronizeStream(stream));
