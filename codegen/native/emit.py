@@ -79,6 +79,24 @@ def _round(dt: str, e: str) -> str:
     return f"tl::rh({e})" if dt == "f16" else f"tl::rb({e})" if dt == "bf16" else e
 
 
+def _dim(n) -> str:
+    """A tensor dim as a C expression: its literal size, or the launch's D_<name>."""
+    return str(n) if isinstance(n, int) else f"D_{n}"
+
+
+def _checked_address(idx: list[str], checked, dimsz, stride, mask: str | None) -> tuple[str, str]:
+    """``(in-bounds condition, element offset)`` of an access at index expressions ``idx``."""
+    conds, addr = [], []
+    for a, x in enumerate(idx):
+        x = f"(int64_t){x}"
+        addr.append(f"{x} * {stride[a]}")
+        if checked[a]:
+            conds.append(f"({x} >= 0 && {x} < {dimsz[a]})")
+    if mask is not None:
+        conds.append(f"({mask})")
+    return " && ".join(conds) or "true", " + ".join(addr) or "0"
+
+
 def _from_store(dt: str, e: str) -> str:
     return f"tl::h2f({e})" if dt == "f16" else f"tl::b2f({e})" if dt == "bf16" else e
 
@@ -537,9 +555,9 @@ class _Emitter:
         acc = op.results[0]
         step = op.attrs["step"]
         kdim = ta.type.dims[1]
-        kd = str(kdim) if isinstance(kdim, int) else f"D_{kdim}"
+        kd = _dim(kdim)
         rows = self.extents(acc)[0]
-        dims_a, dims_b = ([str(n) if isinstance(n, int) else f"D_{n}" for n in t.type.dims] for t in (ta, tb))
+        dims_a, dims_b = ([_dim(n) for n in t.type.dims] for t in (ta, tb))
         nrow_b = dims_b[0] if nt else dims_b[1]
         kl, kn, ok = self.fresh("kl"), self.fresh("kn"), self.fresh("raised")
         # the chunks cover [lo, lo + ceil((hi - lo) / step) * step), cut at K (masked past it)
@@ -549,7 +567,7 @@ class _Emitter:
         sa, sb = f"S_{ta.name}", f"S_{tb.name}"
         ra_, rb_ = f"(int64_t){self.n(ra)}", f"(int64_t){self.n(rb)}"
         kdim_b = tb.type.dims[kb]
-        kd_b = str(kdim_b) if isinstance(kdim_b, int) else f"D_{kdim_b}"
+        kd_b = _dim(kdim_b)
         conds = [f"{kl} >= 0", f"{kl} + {kn} <= (int64_t){kd_b}", f"{ra_} >= 0",
                  f"{ra_} + (int64_t){rows} <= (int64_t){dims_a[0]}", f"{rb_} >= 0",
                  f"{rb_} + {bn} <= (int64_t){nrow_b}", f"{sa}_1 == 1", f"{sb}_1 == 1"]
@@ -740,7 +758,7 @@ class _Emitter:
         r = op.results[0] if load else None
         shape = _shape(r) if load else _shape(value)
         dims = tp.type.dims
-        dimsz = [str(n) if isinstance(n, int) else f"D_{n}" for n in dims]
+        dimsz = [_dim(n) for n in dims]
         stride = [f"S_{tname}_{a}" for a in range(len(dims))]
         rdt = r.type.dtype if load else None
         oth = None
@@ -754,16 +772,8 @@ class _Emitter:
 
         # ---- scalar access
         if not shape:
-            conds, addr = [], []
-            for a, (k, v) in enumerate(zip(kinds, idx)):
-                x = f"(int64_t){self.n(v)}"
-                addr.append(f"{x} * {stride[a]}")
-                if checked[a]:
-                    conds.append(f"({x} >= 0 && {x} < {dimsz[a]})")
-            if mask is not None:
-                conds.append(f"({self.n(mask)})")
-            ok = " && ".join(conds) or "true"
-            a = " + ".join(addr) or "0"
+            ok, a = _checked_address([self.n(v) for v in idx], checked, dimsz, stride,
+                                     self.n(mask) if mask is not None else None)
             if load:
                 nm = self.fresh("s")
                 self.names[r] = nm
@@ -831,16 +841,8 @@ class _Emitter:
             return
         # generic: per element
         def body(dd, e, names):
-            conds, addr = [], []
-            for a, (k, v) in enumerate(zip(kinds, idx)):
-                x = f"(int64_t){self._bcast_elem(v, shape, names)}"
-                addr.append(f"{x} * {stride[a]}")
-                if checked[a]:
-                    conds.append(f"({x} >= 0 && {x} < {dimsz[a]})")
-            if mask is not None:
-                conds.append(f"({self._bcast_elem(mask, shape, names)})")
-            ok = " && ".join(conds) or "true"
-            ad = " + ".join(addr) or "0"
+            ok, ad = _checked_address([self._bcast_elem(v, shape, names) for v in idx], checked, dimsz, stride,
+                                      self._bcast_elem(mask, shape, names) if mask is not None else None)
             if load:
                 ov = self._bcast_elem(other, shape, names) if other is not None else oth
                 self.line(dd, f"{out}[{e}] = ({ok}) ? ({CT[rdt]}){_from_store(sdt, f'T_{tname}[{ad}]')} : "
