@@ -140,8 +140,9 @@ def _emit_ascend(k, target):
 
 @main.command()
 @click.option("--backend", "-b", default="reference", show_default=True,
-              type=click.Choice(["reference", "cpu", "native", "triton", "ascend-sim"]),
-              help="backend to test (ascend-sim: the Ascend lowering on the tile-machine simulator)")
+              type=click.Choice(["reference", "cpu", "native", "triton", "ascend-sim", "ascendc-cpu"]),
+              help="backend to test (ascend-sim: the Ascend lowering on the tile-machine simulator; "
+                   "ascendc-cpu: the emitted Ascend C compiled against the API twin and run on CPU)")
 @click.option("--quick", is_flag=True, help="a smaller case set")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--kernel", "only", default=None, help="only this library kernel")

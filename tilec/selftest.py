@@ -18,7 +18,8 @@ from tilec.testing.attention_cases import make_standard_cases
 
 # backend name -> module whose ``run(kernel, args)`` executes a kernel on numpy arrays in place
 RUNNERS: dict[str, str] = {"reference": "codegen.reference", "cpu": "codegen.cpu", "native": "codegen.native",
-                           "triton": "codegen.triton", "ascend-sim": "codegen.ascend.sim"}
+                           "triton": "codegen.triton", "ascend-sim": "codegen.ascend.sim",
+                           "ascendc-cpu": "codegen.ascend.ascendc_cpu"}
 
 
 def runner(backend: str) -> Callable:
@@ -65,6 +66,15 @@ def _err(actual, expected, dtype):
     return float(diff.max()) if diff.size else 0.0, ok
 
 
+def _attempt(run_, kern, args) -> str:
+    """Run one case; a backend that cannot run it fails the case with why ("" when it ran)."""
+    try:
+        run_(kern, args)
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return ""
+
+
 def gemm_cases(quick: bool):
     ms = [1, 7, 33, 64] if quick else [1, 7, 16, 33, 64, 100]
     for dt in ("f16", "bf16"):
@@ -84,11 +94,15 @@ def run_gemm(backend, quick, rng):
         a = _rand(rng, (m, k), dt)
         b = _rand(rng, (n, k) if trans else (k, n), dt)
         c = np.full((m, n), np.nan, D.to_numpy(dt))
+        label = f"{dt} M={m} N={n} K={k}{' (N,K static)' if extra else ''}"
         t0 = time.perf_counter()
-        run_(kern, {"A": a, ("W" if trans else "B"): b, "C": c})
+        failed = _attempt(run_, kern, {"A": a, ("W" if trans else "B"): b, "C": c})
+        if failed:
+            yield Result(name, label, float("nan"), False, time.perf_counter() - t0, failed)
+            continue
         dt_s = time.perf_counter() - t0
         err, ok = _err(c, O.gemm_oracle(a, b, trans_b=trans), dt)
-        yield Result(name, f"{dt} M={m} N={n} K={k}{' (N,K static)' if extra else ''}", err, ok, dt_s)
+        yield Result(name, label, err, ok, dt_s)
 
 
 def run_layers(backend, quick, rng):
@@ -99,7 +113,9 @@ def run_layers(backend, quick, rng):
             y = np.full((m, n), np.nan, D.to_numpy(dt))
             kern = specialise("rmsnorm", DT=dt, BM=4, BN=1024 if n > 128 else 128)
             t0 = time.perf_counter()
-            run_(kern, {"X": x, "W": w, "Y": y, "eps": 1e-6})
+            if (why := _attempt(run_, kern, {"X": x, "W": w, "Y": y, "eps": 1e-6})):
+                yield Result("rmsnorm", f"{dt} M={m} N={n}", float("nan"), False, time.perf_counter() - t0, why)
+                continue
             err, ok = _err(y, O.rmsnorm_oracle(x, w, 1e-6), dt)
             yield Result("rmsnorm", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
         for m, n in ((3, 100), (40, 300)):
@@ -107,7 +123,9 @@ def run_layers(backend, quick, rng):
             y = np.full((m, n), np.nan, D.to_numpy(dt))
             kern = specialise("silu_mul", DT=dt)
             t0 = time.perf_counter()
-            run_(kern, {"G": g, "U": u, "Y": y})
+            if (why := _attempt(run_, kern, {"G": g, "U": u, "Y": y})):
+                yield Result("silu_mul", f"{dt} M={m} N={n}", float("nan"), False, time.perf_counter() - t0, why)
+                continue
             err, ok = _err(y, O.silu_mul_oracle(g, u), dt)
             yield Result("silu_mul", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
         for t, h, d in ((1, 2, 64), (19, 3, 128)):
@@ -117,7 +135,9 @@ def run_layers(backend, quick, rng):
             y = np.full((t, h, d), np.nan, D.to_numpy(dt))
             kern = specialise("rope", DT=dt, D=d, HALF=d // 2)
             t0 = time.perf_counter()
-            run_(kern, {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y})
+            if (why := _attempt(run_, kern, {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y})):
+                yield Result("rope", f"{dt} T={t} H={h} D={d}", float("nan"), False, time.perf_counter() - t0, why)
+                continue
             err, ok = _err(y, O.rope_oracle(x, pos, cos, sin), dt)
             yield Result("rope", f"{dt} T={t} H={h} D={d}", err, ok, time.perf_counter() - t0)
 
