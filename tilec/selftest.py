@@ -169,21 +169,39 @@ def run_attention(backend, quick, rng):
             continue
         g = case.group
         bm = max(16, g * 2)
-        if backend == "ascend-sim":     # the Ascend tile splits BM over two AIVs in 16-row fractals
+        if backend in ASCEND_BACKENDS:     # the Ascend tile splits BM over two AIVs in 16-row fractals
             bm = -(-max(32, bm) // 32) * 32
         dt = D.from_numpy(case.q.dtype)
         kern = specialise("meta_attention", DT=dt, BM=bm, BN=16, D=case.head_dim, G=g)
-        p, args = attention_args(case, bm)
-        t0 = time.perf_counter()
-        label = f"{case.name} ({len(case.stages)} stages, {p.num_tasks} tasks)"
-        try:
-            run_(kern, args)
-        except Exception as e:      # a backend that cannot run the case fails it, with why
-            yield Result("meta_attention", label, float("nan"), False, time.perf_counter() - t0,
-                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            continue
-        err, ok = _err(args["O"], O.attention_oracle(case), dt)
-        yield Result("meta_attention", label, err, ok, time.perf_counter() - t0)
+        # the emitted Ascend C runs every pipeline form; the other backends have one
+        for pipeline in (PIPELINES if backend == "ascendc-cpu" else (None,)):
+            p, args = attention_args(case, bm)
+            label = f"{case.name} ({len(case.stages)} stages, {p.num_tasks} tasks)"
+            if pipeline:
+                label = f"{case.name} {pipeline} ({p.num_tasks} tasks)"
+            t0 = time.perf_counter()
+            try:
+                run_(kern, args, **({"pipeline": pipeline} if pipeline else {}))
+            except Exception as e:      # a backend that cannot run the case fails it, with why
+                why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                if pipeline and _not_applicable(e):
+                    yield Result("meta_attention", label, 0.0, True, 0.0, why, skipped=True)
+                else:
+                    yield Result("meta_attention", label, float("nan"), False,
+                                 time.perf_counter() - t0, why)
+                continue
+            err, ok = _err(args["O"], O.attention_oracle(case), dt)
+            yield Result("meta_attention", label, err, ok, time.perf_counter() - t0)
+
+
+ASCEND_BACKENDS = ("ascend-sim", "ascendc-cpu")
+PIPELINES = ("2-stage", "3-stage", "4-stage")
+
+
+def _not_applicable(e: Exception) -> bool:
+    """A pipeline form that cannot take this case (e.g. a 3-stage window shorter than the KV)."""
+    from codegen.ascend import NOT_APPLICABLE
+    return isinstance(e, NOT_APPLICABLE)
 
 
 def selftest(backend: str, quick: bool = False, seed: int = 0, only: str | None = None):

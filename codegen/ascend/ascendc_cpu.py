@@ -136,11 +136,19 @@ def _as_bin(a: np.ndarray) -> bytes:
     return a.tobytes()
 
 
-def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = None) -> None:
-    """Run ``kernel``'s emitted Ascend C on the twin with numpy ``args``; outputs in place."""
+def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = None,
+        pipeline: str | None = None) -> None:
+    """Run ``kernel``'s emitted Ascend C on the twin with numpy ``args``; outputs in place.
+    Meta-Attention runs the program the simulator would (``pipeline`` None: chosen from the
+    task table, as ``codegen.ascend.attention.run`` does)."""
     from . import emit
+    from .dispatch import attention_module, classify
     launch = bind(kernel, args)
-    files = emit(kernel, target)
+    if classify(kernel) == "attention":
+        mod = attention_module()
+        files = mod.emit_attention(mod.program_for(kernel, launch.tensors, target, pipeline)).files()
+    else:
+        files = emit(kernel, target)
     name = kernel.name
     exe = build(files, name)
     argv_names, reads, writes = _usage(files["main.cpp"])

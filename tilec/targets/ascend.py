@@ -81,6 +81,7 @@ class AscendTarget:
     l0b_bytes: int
     l0c_bytes: int
     ub_bytes: int
+    ub_reserved_bytes: int                # of ub_bytes, kept for the vector unit's own scratch
     # minimum access granularity / address alignment, bytes
     ub_align: int
     l1_align: int
@@ -138,8 +139,10 @@ class AscendTarget:
             raise ValueError(f"no Cube fractal for {dtype} on {self.name}") from None
 
     def capacity(self, buffer: str) -> int:
-        """Bytes of buffer 'l1', 'l0a', 'l0b', 'l0c' or 'ub' (UB: per AIV)."""
-        return self._pick(buffer, "bytes", ("l1", "l0a", "l0b", "l0c", "ub"))
+        """Bytes a kernel may allocate in buffer 'l1', 'l0a', 'l0b', 'l0c' or 'ub' (UB: per AIV,
+        less the reserved part)."""
+        n = self._pick(buffer, "bytes", ("l1", "l0a", "l0b", "l0c", "ub"))
+        return n - self.ub_reserved_bytes if buffer.lower() == "ub" else n
 
     def alignment(self, buffer: str) -> int:
         return self._pick(buffer, "align", ("l1", "l0a", "l0b", "l0c", "ub"))
@@ -159,7 +162,7 @@ class AscendTarget:
 def _core_common() -> dict:
     return dict(
         l1_bytes=512 * KiB, l0a_bytes=64 * KiB, l0b_bytes=64 * KiB, l0c_bytes=128 * KiB,
-        ub_bytes=192 * KiB,
+        ub_bytes=192 * KiB, ub_reserved_bytes=8 * KiB,
         ub_align=32, l1_align=32, l0a_align=512, l0b_align=512, l0c_align=64,
         fractal={"f16": (16, 16), "bf16": (16, 16), "f32": (16, 8), "i8": (16, 32)},
         l0c_fractal=(16, 16),
@@ -179,6 +182,9 @@ def _core_sources() -> dict[str, str]:
         "l0b_bytes": f"{_INI_B2}: l0_b_size=65536; {_CATLASS}",
         "l0c_bytes": f"{_INI_B2}: l0_c_size=131072; {_CATLASS}",
         "ub_bytes": f"{_INI_B2}: ub_size=196608 (per AIV); {_CATLASS}",
+        "ub_reserved_bytes": "assumption (issue 14 review, not confirmed in public documentation): "
+                             "8 KiB of UB kept free for Select/Compare scratch on 910B; the "
+                             "executable twin (codegen/ascend/twin) enforces the same limit",
         "ub_align": f"{_ARCH_220X}; {_RESTRICTIONS}; ini ubblock_size=32",
         "l1_align": f"{_ARCH_220X}; {_RESTRICTIONS}",
         "l0a_align": f"{_ARCH_220X}; {_RESTRICTIONS}",

@@ -14,7 +14,7 @@ from .recognise import recognise
 from .sim import AttentionStats, simulate_attention
 
 __all__ = ["PIPELINES", "AttentionProgram", "AttentionStats", "check_attention_legality",
-           "choose_pipeline", "fit_window", "lower_attention", "max_window", "recognise", "run",
+           "choose_pipeline", "fit_window", "lower_attention", "max_window", "program_for", "recognise", "run",
            "simulate_attention", "emit_attention"]
 
 
@@ -29,8 +29,16 @@ def run(kernel, args: dict, target="ascend910b2", pipeline: str | None = None,
     for name, a in launch.tensors.items():
         if not isinstance(a, np.ndarray):
             raise TypeError(f"ascend simulator takes numpy arrays; '{name}' is {type(a).__name__}")
+    prog = program_for(kernel, launch.tensors, target, pipeline, window, classes)
+    return simulate_attention(prog, launch.tensors, launch.scalars, target, assignment)
+
+
+def program_for(kernel, tensors: dict, target="ascend910b2", pipeline: str | None = None,
+                window: int | None = None, classes: tuple | None = None) -> AttentionProgram:
+    """The attention program a launch with these tensors runs: ``pipeline`` None lets the rule
+    (choose_pipeline) pick from the task table; the window fits the tasks (fit_window)."""
     spec = recognise(kernel)
-    tasks = launch.tensors[spec.tensors["TASKS"]]
+    tasks = tensors[spec.tensors["TASKS"]]
     rows = tuple(sorted(set(classes))) if classes else None
     if pipeline is None:
         w = window or max_window(spec, target, "4-stage", rows) or spec.BN
@@ -39,8 +47,7 @@ def run(kernel, args: dict, target="ascend910b2", pipeline: str | None = None,
             pipeline = "4-stage"
     if window is None:
         window = fit_window(spec, target, tasks, pipeline, rows)
-    prog = lower_attention(kernel, target, pipeline, window, rows)
-    return simulate_attention(prog, launch.tensors, launch.scalars, target, assignment)
+    return lower_attention(kernel, target, pipeline, window, rows)
 
 
 def emit_attention(prog):

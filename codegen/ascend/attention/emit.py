@@ -19,12 +19,12 @@ import os
 from ..ascendc_source import AscendCSource
 from ..ascendc_source import camel as _camel
 from ..program import LoadL0, SetFlag, WaitFlag
-from ..vector import (Bcast, Scalar, VArange, VBinary, VCast, VCompare, VDup, VQKRows,
-                      VReduce, VSelect, VUnary)
-from .isa import (CopyKvToL1, CopyKvToUb, CopyQToL1, CopyQToUb, CopyTreeToUb, CopyUbToWs,
+from ..vector import (Bcast, Scalar, VBinary, VCast, VCompare, VDup, VQKRows, VReduce,
+                      VSelect, VUnary)
+from .isa import (CopyKvToL1, CopyKvToUb, CopyQToL1, CopyQToUb, CopyUbToWs, MaskVisible,
                   CopyWsToL1, CopyWsToUb, CrossCoreSetFlag, CrossCoreWaitFlag, CubeMmad,
                   FixPipeToWs, StoreORows, TaskScalars)
-from .lower import FLAG_NAMES, REDUCE_WORK_FLOATS, aiv_work_bytes
+from .lower import FLAG_NAMES, REDUCE_WORK_FLOATS, STAT_STRIDE, aiv_work_bytes
 
 _CT = {"f16": "half", "bf16": "bfloat16_t", "f32": "float", "i32": "int32_t", "bool": "uint8_t"}
 _PIPE = {"MTE2": "MTE2", "MTE1": "MTE1", "CUBE": "M", "FIXPIPE": "FIX", "VECTOR": "V",
@@ -44,6 +44,12 @@ def _ev(e) -> str:
     return str(e)
 
 
+def _stride(b) -> int:
+    """Per-row statistics (f32 column buffers) keep one value per 32-byte block: a vector
+    instruction's operand (a reduction's destination included) must start 32-byte aligned."""
+    return STAT_STRIDE if b.space == "UB" and b.shape[1] == 1 and b.dtype == "f32" else 1
+
+
 def _slot(s) -> str:
     return f"({_CNT[s[1:]]} & 1)" if isinstance(s, str) and s.startswith("@") else str(s)
 
@@ -59,6 +65,10 @@ class _Emitter:
         n = b.shape[0] * b.shape[1]
         return f"{r.buf}({_slot(r.slot)})" if b.count > 1 else f"{r.buf}(0)" if n else r.buf
 
+    def row(self, r) -> str:
+        """Element offset of row ``r`` of a per-row statistic (a column buffer)."""
+        return f"r * {_stride(self.bufs[r.buf])}" if _stride(self.bufs[r.buf]) > 1 else "r"
+
     def val(self, v) -> str:
         if isinstance(v, Scalar):
             v = v.value
@@ -71,7 +81,7 @@ class _Emitter:
 
     def count(self, r) -> str:
         b = self.bufs[r.buf]
-        return str(b.shape[0] * b.shape[1])
+        return str(b.shape[0] * b.shape[1] * _stride(b))
 
     def stmt(self, ins, aiv: bool) -> list[str]:
         e = self
@@ -118,13 +128,10 @@ class _Emitter:
             return [f"CopyQToUb({e.ref(ins.dst)});"]
         if isinstance(ins, CopyKvToUb):
             return [f"GatherKvToUb({ins.cache.lower()}Gm, {e.ref(ins.dst)}, c0);"]
-        if isinstance(ins, CopyTreeToUb):
-            return [f"CopyTreeRows({e.ref(ins.dst)}, c0);"]
+        if isinstance(ins, MaskVisible):
+            return [f"MaskVisible({e.ref(ins.dst)}, c0);"]
         if isinstance(ins, StoreORows):
             return [f"StoreORows({e.ref(ins.src)});"]
-        if isinstance(ins, VArange):
-            off = "part * curH" if ins.dst.buf.split("_")[0] in ("TOK", "POS") else e.val(ins.offset)
-            return [f"RowIndex({e.ref(ins.dst)}, {e.val(ins.start)}, {off}, {ins.div}, {e.count(ins.dst)});"]
         if isinstance(ins, VDup):
             return [f"Duplicate({e.ref(ins.dst)}, ({_CT[self.bufs[ins.dst.buf].dtype]}){e.val(ins.value)}, {e.count(ins.dst)});"]
         if isinstance(ins, VCast):
@@ -136,7 +143,7 @@ class _Emitter:
             src = self.bufs[ins.src.buf]
             fn = "ReduceMax" if ins.kind == "max" else "ReduceSum"
             return [f"for (uint32_t r = 0; r < {src.shape[0]}; ++r) {{   // one row at a time",
-                    f"    {fn}<float>({e.ref(ins.dst)}[r], {e.ref(ins.src)}[r * {src.shape[1]}], work, {src.shape[1]});",
+                    f"    {fn}<float>({e.ref(ins.dst)}[{e.row(ins.dst)}], {e.ref(ins.src)}[r * {src.shape[1]}], work, {src.shape[1]});",
                     "}"]
         if isinstance(ins, VQKRows):
             return [f"QkRowsOnVector({e.ref(ins.dst)}, {e.ref(ins.q)}, {e.ref(ins.k)}, rowsValid);"]
@@ -192,13 +199,13 @@ class _Emitter:
             sapi = {"add": "Adds", "mul": "Muls", "max": "Maxs", "min": "Mins"}[ins.op]
             return [f"{sapi}({d}, {a}, (float){v}, {n});"]
         if isinstance(ins.b, Bcast):
-            col = self.ref(ins.b.ref)
+            col = f"{self.ref(ins.b.ref)}.GetValue({self.row(ins.b.ref)})"
             if ins.op == "sub":
-                body = f"Adds({d}[r * {cols}], {a}[r * {cols}], -{col}.GetValue(r), {cols});"
+                body = f"Adds({d}[r * {cols}], {a}[r * {cols}], -{col}, {cols});"
             elif ins.op == "div":
-                body = f"Muls({d}[r * {cols}], {a}[r * {cols}], 1.0f / {col}.GetValue(r), {cols});"
+                body = f"Muls({d}[r * {cols}], {a}[r * {cols}], 1.0f / {col}, {cols});"
             else:
-                body = f"Muls({d}[r * {cols}], {a}[r * {cols}], {col}.GetValue(r), {cols});"
+                body = f"Muls({d}[r * {cols}], {a}[r * {cols}], {col}, {cols});"
             return _VS.split("\n") + [f"for (uint32_t r = 0; r < {rows}; ++r) {{   // per-row {ins.op} by {ins.b.ref.buf}[r]",
                     f"    {body}", "}"]
         return [f"{api}({d}, {a}, {self.ref(ins.b)}, {n});"]
@@ -209,6 +216,8 @@ class _Emitter:
         for ins in instrs:
             out.append(f"        // {ins}")
             out += [f"        {s}" for s in self.stmt(ins, aiv)]
+            if ins.pipe == "VECTOR":    # the vector unit does not order dependent instructions
+                out.append("        PipeBarrier<PIPE_V>();")
         out.append("    }")
         return "\n".join(out)
 
@@ -220,9 +229,9 @@ def _buffers(em, bufs, dt) -> tuple[str, str, str]:
         n = b.shape[0] * b.shape[1]
         decls.append(f"    TBuf<TPosition::{_TPOS[b.space]}> {b.name.lower()}Buf;   "
                      f"// {b.space} {b.dtype}[{b.shape[0]},{b.shape[1]}] x{b.count} ({b.layout})")
-        inits.append(f"        pipe.InitBuffer({b.name.lower()}Buf, {b.total_bytes});")
+        inits.append(f"        pipe.InitBuffer({b.name.lower()}Buf, {b.total_bytes * _stride(b)});")
         getters.append(f"    __aicore__ inline LocalTensor<{ct}> {b.name}(uint32_t slot) "
-                       f"{{ return {b.name.lower()}Buf.Get<{ct}>()[slot * {n}]; }}")
+                       f"{{ return {b.name.lower()}Buf.Get<{ct}>()[slot * {n * _stride(b)}]; }}")
     return "\n".join(decls), "\n".join(inits), "\n".join(getters)
 
 
@@ -246,14 +255,12 @@ for (uint32_t c = 0; c < nChunks; ++c) {{ SvWindow{x}(c); }}"""
 
 def _aiv_task(two: bool, x: str, ind: str) -> str:
     body = f"""\
-rowsValid = Min(curH, qRows * G > part * curH ? qRows * G - part * curH : 0u);
-AivTask{x}();{chr(10) + f'AivQLoad{x}();' if two else ''}
+AivTask{x}();   // loads the task row: rowsValid below needs its qRows
+rowsValid = Min(curH, qRows * G > part * curH ? qRows * G - part * curH : 0u);{chr(10) + f'AivQLoad{x}();' if two else ''}
 for (uint32_t c = 0; c < nChunks; ++c) {{  // softmax(c), then combine(c-1) while the Cube does SV(c)
     c0 = c * W;
     {f'if (rowsValid > 0) {{ AivSmLoad{x}(); }} else {{ AivSmSkip{x}(); }}' if two else f'AivSmLoad{x}();'}
-    if (isTree) {{ AivTreeLoad{x}(); }}
     AivMask{x}();
-    if (isTree) {{ AivTreeMask{x}(); }}
     AivSoftmax{x}();
     ++ch;{chr(10) + f'    if (c + 1 == nChunks) {{ AivQRelease{x}(); }}' if two else ''}
     if (c >= 1) {{ AivCombine{x}(); ++cbCh; }}
@@ -459,7 +466,12 @@ private:
     __aicore__ inline void CopyQToL1(const LocalTensor<{T}> &dst)
     {{
         // Q rows of the tile: token qStart + r / G, heads kvh * G .. + G: G contiguous rows per
-        // token, tokens HQ * D apart. Only qRows tokens are read (virtual padding).
+        // token, tokens HQ * D apart. Only qRows tokens are read (virtual padding); the rows
+        // past them are zeroed so the scores of padding rows stay finite
+        if (qRows * G < curBM) {{
+            InitConstValue(dst, InitConstValueParams<{T}>(1, curBM * D * sizeof({T}) / 32, 0, ({T})0));
+            PipeBarrier<PIPE_ALL>();       // zeros land before the copy over them
+        }}
         Nd2NzParams p;
         p.ndNum = qRows;
         p.nValue = G;
@@ -475,8 +487,13 @@ private:
     __aicore__ inline void GatherKvToL1(GlobalTensor<{T}> &cache, const LocalTensor<{T}> &dst, uint32_t j0)
     {{
         // keys j0 .. j0 + BN of the sequence through the block table: one Nd2Nz copy per page
-        // run (rows HKV * D apart); keys >= hi are never read
+        // run (rows HKV * D apart); keys >= hi are never read, and their rows are zeroed first:
+        // a masked P entry is 0, and 0 x a stale NaN in V would still be NaN
         uint32_t end = Min(j0 + BN, hi);
+        if (end - j0 < BN) {{
+            InitConstValue(dst, InitConstValueParams<{T}>(1, BN * D * sizeof({T}) / 32, 0, ({T})0));
+            PipeBarrier<PIPE_ALL>();       // zeros land before the copy over them
+        }}
         for (uint32_t j = j0; j < end;) {{
             uint32_t blk = btGm.GetValue(seq * MAXB + j / BS);
             uint32_t n = Min(end - j, BS - j % BS);
@@ -601,21 +618,6 @@ private:
         }}
     }}
 
-    __aicore__ inline void CopyTreeRows(const LocalTensor<int32_t> &dst, uint32_t j0)
-    {{
-        // tree tasks: row r's mask entries for the window's speculative keys; 1 elsewhere
-        Duplicate(dst, (int32_t)1, curH * W);
-        PipeBarrier<PIPE_V>();
-        uint32_t first = j0 > specBase ? j0 : specBase;
-        uint32_t end = Min(j0 + W, hi);
-        for (uint32_t r = 0; r < rowsValid && first < end; ++r) {{
-            uint32_t qi = qPos + (part * curH + r) / G - specBase;
-            DataCopyExtParams p{{1, (uint32_t)((end - first) * sizeof(int32_t)), 0, 0, 0}};
-            DataCopyPadExtParams<int32_t> pad{{false, 0, 0, 0}};
-            DataCopyPad(dst[r * W + first - j0], treeGm[treeOff + qi * spec + first - specBase], p, pad);
-        }}
-    }}
-
     __aicore__ inline void StoreORows(const LocalTensor<{T}> &src)
     {{
         // selective write: valid rows only; G heads of a token are contiguous in O
@@ -626,29 +628,82 @@ private:
         }}
     }}
 
-    __aicore__ inline void RowIndex(const LocalTensor<int32_t> &dst, int32_t start, uint32_t offset,
-                                    uint32_t div, uint32_t n)
+    __aicore__ inline void MaskVisible(const LocalTensor<float> &vis, uint32_t j0)
     {{
-        CreateVecIndex(dst, (int32_t)offset, n);    // offset + idx
+        // vis[r, j] = 1 where key j0 + j is visible to row r, else 0, from clamped ramps:
+        // min(max(pos + 1 - key, 0), 1) (causal) times min(max(hi - key, 0), 1) (task range);
+        // keys and positions are exact in f32 below 2^24
+        LocalTensor<int32_t> ji = JI(0);
+        LocalTensor<float> nj = NJ(0), kv = KV(0);
+        CreateVecIndex(ji, (int32_t)j0, W);
         PipeBarrier<PIPE_V>();
-        if (div > 1) {{
-            for (uint32_t i = 0; i < n; ++i) {{ dst.SetValue(i, dst.GetValue(i) / (int32_t)div); }}
+        Cast(nj, ji, RoundMode::CAST_NONE, W);
+        PipeBarrier<PIPE_V>();
+        Muls(nj, nj, -1.0f, W);                    // -key
+        PipeBarrier<PIPE_V>();
+        Adds(kv, nj, (float)hi, W);
+        PipeBarrier<PIPE_V>();
+        Mins(kv, kv, 1.0f, W);
+        PipeBarrier<PIPE_V>();
+        Maxs(kv, kv, 0.0f, W);
+        for (uint32_t r = 0; r < curH; ++r) {{   // rows without a query see nothing
+            uint32_t tok = (part * curH + r) / G;
+            if (tok < qRows) {{
+                Adds(vis[r * W], nj, (float)(qPos + tok + 1), W);
+            }} else {{
+                Duplicate(vis[r * W], 0.0f, W);
+            }}
         }}
-        Adds(dst, dst, start, n);
+        PipeBarrier<PIPE_V>();
+        Mins(vis, vis, 1.0f, curH * W);
+        PipeBarrier<PIPE_V>();
+        Maxs(vis, vis, 0.0f, curH * W);
+        PipeBarrier<PIPE_V>();
+        for (uint32_t r = 0; r < curH; ++r) {{
+            Mul(vis[r * W], vis[r * W], kv, W);
+        }}
+        if (!isTree) {{
+            return;
+        }}
+        // tree tasks: a speculative key also needs its TREE entry (scalar reads of GM)
+        uint32_t first = j0 > specBase ? j0 : specBase;
+        uint32_t end = Min(j0 + W, hi);
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        for (uint32_t r = 0; r < rowsValid && first < end; ++r) {{
+            uint32_t qi = qPos + (part * curH + r) / G - specBase;
+            for (uint32_t j = first; j < end; ++j) {{
+                if (treeGm.GetValue(treeOff + qi * spec + j - specBase) == 0) {{
+                    vis.SetValue(r * W + j - j0, 0.0f);
+                }}
+            }}
+        }}
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
     }}
 
     __aicore__ inline void QkRowsOnVector(const LocalTensor<float> &s, const LocalTensor<{T}> &q,
                                           const LocalTensor<{T}> &k, uint32_t rows)
     {{
-        // 2-stage: S[r, j] = sum_d q[r, d] * k[j, d] on the vector unit, valid rows only
+        // 2-stage: S[r, j] = sum_d q[r, d] * k[j, d] on the vector unit, valid rows only; each
+        // dot lands in an aligned scratch (a reduction's destination must be 32-byte aligned)
+        // and the scalar unit moves it into S
         LocalTensor<float> qf = work[{REDUCE_WORK_FLOATS}];
         LocalTensor<float> kf = work[{REDUCE_WORK_FLOATS} + D];
+        LocalTensor<float> dot = work[{REDUCE_WORK_FLOATS} + 2 * D];
         for (uint32_t r = 0; r < rows; ++r) {{
             Cast(qf, q[r * D], RoundMode::CAST_NONE, D);
             for (uint32_t j = 0; j < W; ++j) {{
                 Cast(kf, k[j * D], RoundMode::CAST_NONE, D);
+                PipeBarrier<PIPE_V>();
                 Mul(kf, kf, qf, D);
-                ReduceSum<float>(s[r * W + j], kf, work, D);
+                PipeBarrier<PIPE_V>();
+                ReduceSum<float>(dot, kf, work, D);
+                SetFlag<HardEvent::V_S>(0);
+                WaitFlag<HardEvent::V_S>(0);
+                s.SetValue(r * W + j, dot.GetValue(0));
+                SetFlag<HardEvent::S_V>(0);
+                WaitFlag<HardEvent::S_V>(0);
             }}
         }}
     }}

@@ -279,39 +279,45 @@ class CopyKvToUb(Instr):
 
 
 @dataclass(frozen=True)
-class CopyTreeToUb(Instr):
-    """MTE2 (tree tasks): per row, the tree-mask entries of the chunk's speculative keys
-    (one DataCopyPad per valid row); entries for non-speculative keys or invalid rows are 1
-    (the causal/row masks decide those)."""
+class MaskVisible(Instr):
+    """VECTOR (and, in tree tasks, the scalar unit reading TREE): 1.0 where key j0 + j is
+    visible to tile row r, 0.0 elsewhere. Visible: the row holds a query (token < q_rows), the
+    key is in the task's range (< hi) and not after the row's position (causal); in a tree task
+    a speculative key (>= spec_base) also needs its TREE entry. The emitted code builds it from
+    clamped ramps (min(max(pos + 1 - j, 0), 1)), exact while positions stay below 2^24."""
     dst: Ref = None
     part: int = 0
     j0: str = "c0"
-    pipe: str = "MTE2"
+    pipe: str = "VECTOR"
 
     def __str__(self):
-        return f"MTE2    copy_tree_rows TREE[tree_off + (pos-spec_base)*spec + j-spec_base] -> {self.dst}"
+        return (f"VECTOR  mask_visible {self.dst}[r, j] = row valid & j < hi & j <= pos[r]"
+                f" (& TREE in tree tasks), j = {self.j0} + j")
 
     def execute(self, m):
         e = m.env
         buf = m.buffer(self.dst.buf)
-        tree = m.gm(m.p.roles["TREE"])
         H, W = buf.shape
         G = m.p.tile["G"]
-        tile = np.ones(buf.shape, np.int32)
+        tok = (self.part * H + np.arange(H)) // G
+        pos = e["q_pos"] + tok
         j = int(e[self.j0]) + np.arange(W)
-        tj = j - e["spec_base"]
-        colok = (tj >= 0) & (j < e["hi"])
+        vis = (tok[:, None] < e["q_rows"]) & (j[None, :] < e["hi"]) & (j[None, :] <= pos[:, None])
         nrows = 0
-        for i in range(H):
-            tok = (self.part * H + i) // G
-            if tok >= e["q_rows"] or not colok.any():
-                continue
-            qi = e["q_pos"] + tok - e["spec_base"]
-            tile[i, colok] = tree[e["tree_off"] + qi * e["spec"] + tj[colok]]
-            nrows += 1
-        m.write("MTE2", self.dst, tile)
-        nb = nrows * int(colok.sum()) * 4
-        return COPY_ISSUE * max(nrows, 1) + nb / m.t.mte2_bytes_per_cycle, nb
+        if e["is_tree"]:
+            tree = m.gm(m.p.roles["TREE"])
+            tj = j - e["spec_base"]
+            col = (tj >= 0) & (j < e["hi"])
+            for i in range(H):
+                if tok[i] >= e["q_rows"] or not col.any():
+                    continue
+                qi = pos[i] - e["spec_base"]
+                vis[i, col] &= tree[e["tree_off"] + qi * e["spec"] + tj[col]] != 0
+                nrows += 1
+        m.write("VECTOR", self.dst, vis.astype(np.float32))
+        # about eight passes over the tile on the vector unit, plus one scalar read per tree entry
+        cyc = 8 * H * W * 4 / m.t.vector_bytes_per_cycle + nrows * int(W) * (1 if e["is_tree"] else 0)
+        return cyc, 0
 
 
 @dataclass(frozen=True)
@@ -361,5 +367,5 @@ class CrossCoreWaitFlag(Instr):
 
 
 __all__ = ["TaskScalars", "CopyQToL1", "CopyKvToL1", "CopyWsToL1", "CubeMmad", "FixPipeToWs",
-           "CopyWsToUb", "CopyUbToWs", "CopyQToUb", "CopyKvToUb", "CopyTreeToUb", "StoreORows",
+           "CopyWsToUb", "CopyUbToWs", "CopyQToUb", "CopyKvToUb", "MaskVisible", "StoreORows",
            "CrossCoreSetFlag", "CrossCoreWaitFlag", "task_env", "hbm_rate", "XCORE_LATENCY"]

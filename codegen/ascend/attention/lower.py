@@ -32,9 +32,9 @@ from tilec.ir import dtypes as D
 from ..errors import AscendLegalityError, AscendLoweringError, targeted
 from ..gemm import check_legality
 from ..program import Buffer, LoadL0, Ref, SetFlag, WaitFlag
-from ..vector import (Bcast, Scalar, UbLegalityError, VArange, VBinary, VCast, VCompare, VDup,
+from ..vector import (Bcast, Scalar, UbLegalityError, VBinary, VCast, VCompare, VDup,
                       VQKRows, VReduce, VSelect, VUnary, check_ub, reduce_work_bytes)
-from .isa import (CopyKvToL1, CopyKvToUb, CopyQToL1, CopyQToUb, CopyTreeToUb, CopyUbToWs,
+from .isa import (CopyKvToL1, CopyKvToUb, CopyQToL1, CopyQToUb, MaskVisible, CopyUbToWs,
                   CopyWsToL1, CopyWsToUb, CrossCoreSetFlag, CrossCoreWaitFlag, CubeMmad,
                   FixPipeToWs, StoreORows, TaskScalars)
 from .recognise import recognise
@@ -210,12 +210,13 @@ def _aic_phases(pipeline):
 def _aiv_buffers(t, pipeline):
     H, W, D_, dt = t["H"], t["W"], t["D"], t["dtype"]
     f32 = "f32"
-    b = [Buffer("S", "UB", (H, W), f32, 2, "ND"), Buffer("TM", "UB", (H, W), "i32", 1, "ND"),
+    # VIS: 0/1 visibility; CMP: its bit mask for Select (the program keeps one byte per element,
+    # the emitted code one bit); JI / NJ / KV: the emitted MaskVisible's key ramps
+    b = [Buffer("S", "UB", (H, W), f32, 2, "ND"),
          Buffer("VIS", "UB", (H, W), f32, 1, "ND"), Buffer("CMP", "UB", (H, W), "bool", 1, "ND"),
          Buffer("P16", "UB", (H, W), dt, 2, "ND"),
-         Buffer("JROW", "UB", (1, W), "i32", 1, "ND"), Buffer("KVOK", "UB", (1, W), "bool", 1, "ND"),
-         Buffer("TOK", "UB", (H, 1), "i32", 1, "ND"), Buffer("POS", "UB", (H, 1), "i32", 1, "ND"),
-         Buffer("ROWOK", "UB", (H, 1), "bool", 1, "ND"),
+         Buffer("JI", "UB", (1, W), "i32", 1, "ND"), Buffer("NJ", "UB", (1, W), f32, 1, "ND"),
+         Buffer("KV", "UB", (1, W), f32, 1, "ND"),
          Buffer("M", "UB", (H, 1), f32, 1, "ND"), Buffer("MX", "UB", (H, 1), f32, 1, "ND"),
          Buffer("MNEW", "UB", (H, 1), f32, 1, "ND"), Buffer("L", "UB", (H, 1), f32, 1, "ND"),
          Buffer("RS", "UB", (H, 1), f32, 1, "ND"), Buffer("ALPHA", "UB", (H, 1), f32, 2, "ND"),
@@ -238,14 +239,11 @@ def _aiv_phases(pipeline, part, G, H):
         pro += [CrossCoreSetFlag(flag=S_FREE, pipe="MTE2")] * 2
     ph = {"prologue": pro, "task": [
         TaskScalars(),
-        VArange(dst=Ref("TOK", 0), start=0, offset=part * H, div=G),
-        VCompare(pred="lt", dst=Ref("ROWOK", 0), a=Ref("TOK", 0), b=Scalar("q_rows")),
-        VArange(dst=Ref("POS", 0), start="q_pos", offset=part * H, div=G),
         VDup(dst=Ref("M", 0), value=Scalar(NEG)), VDup(dst=Ref("L", 0), value=Scalar(0.0)),
         VDup(dst=Ref("ACC", 0), value=Scalar(0.0)),
     ]}
     if two:
-        ph["q_load"] = [WaitFlag(src="VECTOR", dst="MTE2", event=2),   # QU free (shares ev2 with TM)
+        ph["q_load"] = [WaitFlag(src="VECTOR", dst="MTE2", event=2),   # QU free
                         CopyQToUb(dst=Ref("QU", 0), part=part),
                         SetFlag(src="MTE2", dst="VECTOR", event=2),
                         WaitFlag(src="MTE2", dst="VECTOR", event=2)]
@@ -255,11 +253,6 @@ def _aiv_phases(pipeline, part, G, H):
                 SetFlag(src="MTE2", dst="VECTOR", event=p),
                 WaitFlag(src="MTE2", dst="VECTOR", event=p),
                 VQKRows(dst=s, q=Ref("QU", 0), k=Ref("KU", "@ch"), rows="rows_valid")]
-        tree_load = [WaitFlag(src="VECTOR", dst="MTE2", event=4),
-                     CopyTreeToUb(dst=Ref("TM", 0), part=part, j0="c0"),
-                     SetFlag(src="MTE2", dst="VECTOR", event=4),
-                     WaitFlag(src="MTE2", dst="VECTOR", event=4)]
-        tree_free = SetFlag(src="VECTOR", dst="MTE2", event=4)
         # an AIV whose half-tile holds no valid query row (a decode tile's upper half) loads no
         # K: the masks zero its P anyway; the wait keeps the slot's flag pairing balanced
         ph["sm_skip"] = [WaitFlag(src="VECTOR", dst="MTE2", event=p),
@@ -271,29 +264,16 @@ def _aiv_phases(pipeline, part, G, H):
                 SetFlag(src="MTE2", dst="VECTOR", event=p),
                 CrossCoreSetFlag(flag=S_FREE, pipe="MTE2"),
                 WaitFlag(src="MTE2", dst="VECTOR", event=p)]
-        tree_load = [WaitFlag(src="VECTOR", dst="MTE2", event=2),
-                     CopyTreeToUb(dst=Ref("TM", 0), part=part, j0="c0"),
-                     SetFlag(src="MTE2", dst="VECTOR", event=2),
-                     WaitFlag(src="MTE2", dst="VECTOR", event=2)]
-        tree_free = SetFlag(src="VECTOR", dst="MTE2", event=2)
     ph["sm_load"] = load
-    ph["tree_load"] = tree_load
+    # visibility by arithmetic, then one compare into the bit mask both Selects use: a Select
+    # (not a multiply) so that stale or NaN scores of invisible keys never reach the sums
     ph["mask"] = [
-        VArange(dst=Ref("JROW", 0), start="c0"),
-        VCompare(pred="lt", dst=Ref("KVOK", 0), a=Ref("JROW", 0), b=Scalar("hi")),
-        VCompare(pred="le", dst=Ref("CMP", 0), a=Bcast(Ref("JROW", 0), "row"), b=Bcast(Ref("POS", 0), "col")),
-        VSelect(dst=Ref("VIS", 0), mask=Ref("CMP", 0), a=Scalar(1.0), b=Scalar(0.0)),
-        VSelect(dst=Ref("VIS", 0), mask=Bcast(Ref("KVOK", 0), "row"), a=Ref("VIS", 0), b=Scalar(0.0)),
-        VSelect(dst=Ref("VIS", 0), mask=Bcast(Ref("ROWOK", 0), "col"), a=Ref("VIS", 0), b=Scalar(0.0)),
-    ]
-    ph["tree_mask"] = [
-        VCompare(pred="ne", dst=Ref("CMP", 0), a=Ref("TM", 0), b=Scalar(0)),
-        VSelect(dst=Ref("VIS", 0), mask=Ref("CMP", 0), a=Ref("VIS", 0), b=Scalar(0.0)),
-        tree_free,
+        MaskVisible(dst=Ref("VIS", 0), part=part, j0="c0"),
+        VCompare(pred="ne", dst=Ref("CMP", 0), a=Ref("VIS", 0), b=Scalar(0.0)),
     ]
     alpha = Ref("ALPHA", "@ch")
     sm = [VBinary(op="mul", dst=s, a=s, b=Scalar("scale")),
-          VSelect(dst=s, mask=Ref("VIS", 0), a=s, b=Scalar(NEG)),
+          VSelect(dst=s, mask=Ref("CMP", 0), a=s, b=Scalar(NEG)),
           VReduce(kind="max", dst=Ref("MX", 0), src=s)]
     if online:
         sm += [VBinary(op="max", dst=Ref("MNEW", 0), a=Ref("M", 0), b=Ref("MX", 0)),
@@ -301,7 +281,7 @@ def _aiv_phases(pipeline, part, G, H):
     else:
         sm += [VBinary(op="sub", dst=s, a=s, b=Bcast(Ref("MX", 0), "col"))]
     sm += [VUnary(op="exp", dst=s, src=s),
-           VSelect(dst=s, mask=Ref("VIS", 0), a=s, b=Scalar(0.0)),
+           VSelect(dst=s, mask=Ref("CMP", 0), a=s, b=Scalar(0.0)),
            VReduce(kind="sum", dst=Ref("RS", 0), src=s)]
     if online:
         sm += [VBinary(op="sub", dst=alpha, a=Ref("M", 0), b=Ref("MNEW", 0)),
@@ -342,8 +322,6 @@ def _aiv_phases(pipeline, part, G, H):
         StoreORows(src=Ref("OUT", 0), part=part),
         SetFlag(src="MTE3", dst="VECTOR", event=2),
     ]
-    if two:
-        pro.append(SetFlag(src="VECTOR", dst="MTE2", event=4))
     ph["epilogue"] = _drain(pro) + [CrossCoreWaitFlag(flag=P_FREE, pipe="MTE3")] * 2
     return ph
 
@@ -354,13 +332,20 @@ def _tile(BM, BN, D_, G, dt, W):
 
 
 REDUCE_WORK_FLOATS = 256     # the emitted workBuf's head: ReduceMax/ReduceSum work area
+STAT_STRIDE = 8              # f32 per row of a per-row statistic in the emitted code (32 B)
 
 
 def aiv_work_bytes(prog: AttentionProgram) -> int:
     """UB of the emitted AIV ``workBuf`` beside the program's buffers: the reductions' work
-    area, and in the 2-stage pipeline two f32 rows of D for QkRowsOnVector after it."""
+    area, and in the 2-stage pipeline two f32 rows of D and a 32-byte dot scratch after it."""
     d = prog.tile["D"]
-    return 4 * (REDUCE_WORK_FLOATS + (2 * d if prog.pipeline == "2-stage" else 0))
+    return 4 * (REDUCE_WORK_FLOATS + (2 * d + 8 if prog.pipeline == "2-stage" else 0))
+
+
+def aiv_stat_pad_bytes(prog: AttentionProgram) -> int:
+    """UB the emitted AIV adds by keeping each per-row statistic in its own 32-byte block."""
+    return sum(b.total_bytes * (STAT_STRIDE - 1) for b in prog.aiv_buffers.values()
+               if b.shape[1] == 1 and b.dtype == "f32")
 
 
 def _check_reduce_work(prog: AttentionProgram) -> None:
@@ -393,7 +378,7 @@ def check_attention_legality(prog: AttentionProgram, tgt) -> None:
         check_legality(_Aic, tgt)
         _check_reduce_work(prog)
         check_ub(list(prog.aiv_buffers.values()), tgt, prog.kernel,
-                 {"workBuf": aiv_work_bytes(prog)})
+                 {"workBuf": aiv_work_bytes(prog), "row-statistic padding": aiv_stat_pad_bytes(prog)})
     except (AscendLegalityError, UbLegalityError) as e:
         raise AscendLegalityError(f"{where}{prog.pipeline} BM={t['BM']} BN={t['BN']} "
                                   f"W={t['W']}: {e}") from None

@@ -256,11 +256,7 @@ def aiv_stream(prog, part, tasks, mine):
         def sm(c):
             env = {"c0": c * W}
             yield from ph("sm_skip" if two and not rows else "sm_load", cnt, env)
-            if e["is_tree"]:
-                yield from ph("tree_load", cnt, env)
             yield from ph("mask", cnt, env)
-            if e["is_tree"]:
-                yield from ph("tree_mask", cnt, env)
             yield from ph("softmax", cnt, env)
             cnt["ch"] += 1
 

@@ -241,6 +241,7 @@ inline void CrossCoreSetFlag(uint16_t flagId, twin::Loc loc = twin::Loc::Here())
     if (!g) twin::Die("%s:%d: CrossCoreSetFlag in a kernel not launched as MIX_AIC_1_2", loc.file, loc.line);
     twin::Clock pub = c.Published(pipe);
     std::lock_guard<std::mutex> lk(g->mu);
+    if (twin::Trace()) std::fprintf(stderr, "twin: %s core %lld line %d: CrossCoreSetFlag(%u)\n", c.Name(), (long long)c.blockIdx, loc.line, flagId);
     if (c.sub == 0) {
         for (int k = 0; k < 2; ++k) {
             if (g->toAiv[k][flagId].size() >= 15)
@@ -262,19 +263,16 @@ inline void CrossCoreWaitFlag(uint16_t flagId, twin::Loc loc = twin::Loc::Here()
     if (!g) twin::Die("%s:%d: CrossCoreWaitFlag in a kernel not launched as MIX_AIC_1_2", loc.file, loc.line);
     if (flagId > 10) twin::Die("%s:%d: flagId %u outside 0..10 (A2)", loc.file, loc.line, flagId);
     std::unique_lock<std::mutex> lk(g->mu);
-    auto ready = [&] {
-        if (c.sub == 0) return !g->toAic[0][flagId].empty() && !g->toAic[1][flagId].empty();
-        return !g->toAiv[c.sub - 1][flagId].empty();
-    };
-    if (!ready()) {
-        ++g->blocked;
-        if (g->blocked + g->finished == g->threads) {
+    if (twin::Trace()) std::fprintf(stderr, "twin: %s core %lld line %d: CrossCoreWaitFlag(%u)\n", c.Name(), (long long)c.blockIdx, loc.line, flagId);
+    if (!g->Ready(c.sub, flagId)) {
+        g->waiting[c.sub] = flagId;
+        if (g->Stuck()) {
             g->dead = true;
             g->cv.notify_all();
         }
-        g->cv.wait(lk, [&] { return ready() || g->dead; });
-        --g->blocked;
-        if (!ready())
+        g->cv.wait(lk, [&] { return g->Ready(c.sub, flagId) || g->dead; });
+        g->waiting[c.sub] = -1;
+        if (!g->Ready(c.sub, flagId))
             twin::Die("%s:%d: deadlock: %s of core %lld waits for cross-core flag %u that no sub-core will set",
                       loc.file, loc.line, c.Name(), (long long)c.blockIdx, flagId);
     }

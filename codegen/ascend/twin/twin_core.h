@@ -179,8 +179,9 @@ inline void Access(std::vector<Shadow> &sh, uint32_t epoch, size_t off, size_t l
             s = Shadow();
             s.epoch = epoch;
         }
-        // same in-order pipe: ordered; PIPE_V after PIPE_V needs PipeBarrier<PIPE_V>
-        if (s.wid >= 0 && (s.wid != me || pipe == P_V) && k.c[s.wid] < s.wclk &&
+        // same in-order pipe: ordered; PIPE_V reading a PIPE_V result needs PipeBarrier<PIPE_V>
+        // (RAW only: the vector unit issues in order, so write-after-write needs no barrier)
+        if (s.wid >= 0 && (s.wid != me || (pipe == P_V && !write)) && k.c[s.wid] < s.wclk &&
             !(s.wid == me && s.wclk == stamp)) {
             Die("%s:%d: race: %s %s %s (block 0x%zx) written by %s of %s at line %d, with no flag "
                 "(or PipeBarrier) ordering that write before this access (%s, core %lld)",
@@ -190,7 +191,9 @@ inline void Access(std::vector<Shadow> &sh, uint32_t epoch, size_t off, size_t l
         }
         if (write) {
             for (int r = 0; r < NID; ++r) {
-                if (s.rclk[r] && r != me && r % NPIPE != P_V && k.c[r] < s.rclk[r]) {
+                // a scalar load completes before the scalar unit issues anything after it, so
+                // a read by this sub-core's PIPE_S never races a later write
+                if (s.rclk[r] && r != me && r % NPIPE != P_V && r != c.Id(P_S) && k.c[r] < s.rclk[r]) {
                     Die("%s:%d: race: %s overwrites %s (block 0x%zx) that %s of %s read at line %d "
                         "with no flag ordering that read first (%s, core %lld)",
                         loc.file, loc.line, PipeName(pipe), what, b * 32, PipeName(r % NPIPE),
@@ -226,8 +229,21 @@ struct Group {
     std::condition_variable cv;
     // toAiv[k][f]: AIC sets pending for AIV k; toAic[k][f]: AIV k sets pending for the AIC
     std::vector<Clock> toAiv[2][16], toAic[2][16];
-    int blocked = 0, finished = 0, threads = 3;
+    int waiting[3] = {-1, -1, -1};  // flag each sub-core waits for, -1: running
+    bool finished[3] = {false, false, false};
     bool dead = false;
+    bool Ready(int sub, int f) const
+    {
+        if (sub == 0) return !toAic[0][f].empty() && !toAic[1][f].empty();
+        return !toAiv[sub - 1][f].empty();
+    }
+    // every sub-core finished or waiting for a flag nobody has set: nothing can move again
+    bool Stuck() const
+    {
+        for (int s = 0; s < 3; ++s)
+            if (!finished[s] && (waiting[s] < 0 || Ready(s, waiting[s]))) return false;
+        return true;
+    }
 };
 inline Group *&CurGroup()
 {
@@ -289,13 +305,21 @@ inline uint32_t Run(Launch type, uint32_t blockDim, const KernelFn &fn)
                 CurGroup() = &grp;
                 RunSub(cs[s], fn);
                 std::lock_guard<std::mutex> lk(grp.mu);
-                ++grp.finished;
+                grp.finished[s] = true;
+                if (grp.Stuck()) grp.dead = true;
                 grp.cv.notify_all();
             });
         }
         for (auto &t : th) t.join();
     }
     return 0;
+}
+
+// TILEC_TWIN_TRACE=1: log every cross-core flag to stderr (for debugging a deadlock)
+inline bool Trace()
+{
+    static bool t = std::getenv("TILEC_TWIN_TRACE") != nullptr;
+    return t;
 }
 
 inline bool IsAic() { return Cur().kind == Kind::AIC; }

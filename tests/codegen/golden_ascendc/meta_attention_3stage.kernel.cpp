@@ -70,21 +70,18 @@ public:
         }
         if ASCEND_IS_AIV {
         pipe.InitBuffer(sBuf, 32768);
-        pipe.InitBuffer(tmBuf, 16384);
         pipe.InitBuffer(visBuf, 16384);
         pipe.InitBuffer(cmpBuf, 4096);
         pipe.InitBuffer(p16Buf, 16384);
-        pipe.InitBuffer(jrowBuf, 512);
-        pipe.InitBuffer(kvokBuf, 128);
-        pipe.InitBuffer(tokBuf, 128);
-        pipe.InitBuffer(posBuf, 128);
-        pipe.InitBuffer(rowokBuf, 32);
-        pipe.InitBuffer(mBuf, 128);
-        pipe.InitBuffer(mxBuf, 128);
-        pipe.InitBuffer(mnewBuf, 128);
-        pipe.InitBuffer(lBuf, 128);
-        pipe.InitBuffer(rsBuf, 128);
-        pipe.InitBuffer(alphaBuf, 256);
+        pipe.InitBuffer(jiBuf, 512);
+        pipe.InitBuffer(njBuf, 512);
+        pipe.InitBuffer(kvBuf, 512);
+        pipe.InitBuffer(mBuf, 1024);
+        pipe.InitBuffer(mxBuf, 1024);
+        pipe.InitBuffer(mnewBuf, 1024);
+        pipe.InitBuffer(lBuf, 1024);
+        pipe.InitBuffer(rsBuf, 1024);
+        pipe.InitBuffer(alphaBuf, 2048);
         pipe.InitBuffer(accBuf, 16384);
         pipe.InitBuffer(ocBuf, 16384);
         pipe.InitBuffer(outBuf, 8192);
@@ -120,14 +117,12 @@ public:
             t = i;
             curBM = BM;
             curH = H;
+            AivTask();   // loads the task row: rowsValid below needs its qRows
             rowsValid = Min(curH, qRows * G > part * curH ? qRows * G - part * curH : 0u);
-            AivTask();
             for (uint32_t c = 0; c < nChunks; ++c) {  // softmax(c), then combine(c-1) while the Cube does SV(c)
                 c0 = c * W;
                 AivSmLoad();
-                if (isTree) { AivTreeLoad(); }
                 AivMask();
-                if (isTree) { AivTreeMask(); }
                 AivSoftmax();
                 ++ch;
                 if (c >= 1) { AivCombine(); ++cbCh; }
@@ -170,7 +165,12 @@ private:
     __aicore__ inline void CopyQToL1(const LocalTensor<half> &dst)
     {
         // Q rows of the tile: token qStart + r / G, heads kvh * G .. + G: G contiguous rows per
-        // token, tokens HQ * D apart. Only qRows tokens are read (virtual padding).
+        // token, tokens HQ * D apart. Only qRows tokens are read (virtual padding); the rows
+        // past them are zeroed so the scores of padding rows stay finite
+        if (qRows * G < curBM) {
+            InitConstValue(dst, InitConstValueParams<half>(1, curBM * D * sizeof(half) / 32, 0, (half)0));
+            PipeBarrier<PIPE_ALL>();       // zeros land before the copy over them
+        }
         Nd2NzParams p;
         p.ndNum = qRows;
         p.nValue = G;
@@ -186,8 +186,13 @@ private:
     __aicore__ inline void GatherKvToL1(GlobalTensor<half> &cache, const LocalTensor<half> &dst, uint32_t j0)
     {
         // keys j0 .. j0 + BN of the sequence through the block table: one Nd2Nz copy per page
-        // run (rows HKV * D apart); keys >= hi are never read
+        // run (rows HKV * D apart); keys >= hi are never read, and their rows are zeroed first:
+        // a masked P entry is 0, and 0 x a stale NaN in V would still be NaN
         uint32_t end = Min(j0 + BN, hi);
+        if (end - j0 < BN) {
+            InitConstValue(dst, InitConstValueParams<half>(1, BN * D * sizeof(half) / 32, 0, (half)0));
+            PipeBarrier<PIPE_ALL>();       // zeros land before the copy over them
+        }
         for (uint32_t j = j0; j < end;) {
             uint32_t blk = btGm.GetValue(seq * MAXB + j / BS);
             uint32_t n = Min(end - j, BS - j % BS);
@@ -312,21 +317,6 @@ private:
         }
     }
 
-    __aicore__ inline void CopyTreeRows(const LocalTensor<int32_t> &dst, uint32_t j0)
-    {
-        // tree tasks: row r's mask entries for the window's speculative keys; 1 elsewhere
-        Duplicate(dst, (int32_t)1, curH * W);
-        PipeBarrier<PIPE_V>();
-        uint32_t first = j0 > specBase ? j0 : specBase;
-        uint32_t end = Min(j0 + W, hi);
-        for (uint32_t r = 0; r < rowsValid && first < end; ++r) {
-            uint32_t qi = qPos + (part * curH + r) / G - specBase;
-            DataCopyExtParams p{1, (uint32_t)((end - first) * sizeof(int32_t)), 0, 0, 0};
-            DataCopyPadExtParams<int32_t> pad{false, 0, 0, 0};
-            DataCopyPad(dst[r * W + first - j0], treeGm[treeOff + qi * spec + first - specBase], p, pad);
-        }
-    }
-
     __aicore__ inline void StoreORows(const LocalTensor<half> &src)
     {
         // selective write: valid rows only; G heads of a token are contiguous in O
@@ -337,29 +327,82 @@ private:
         }
     }
 
-    __aicore__ inline void RowIndex(const LocalTensor<int32_t> &dst, int32_t start, uint32_t offset,
-                                    uint32_t div, uint32_t n)
+    __aicore__ inline void MaskVisible(const LocalTensor<float> &vis, uint32_t j0)
     {
-        CreateVecIndex(dst, (int32_t)offset, n);    // offset + idx
+        // vis[r, j] = 1 where key j0 + j is visible to row r, else 0, from clamped ramps:
+        // min(max(pos + 1 - key, 0), 1) (causal) times min(max(hi - key, 0), 1) (task range);
+        // keys and positions are exact in f32 below 2^24
+        LocalTensor<int32_t> ji = JI(0);
+        LocalTensor<float> nj = NJ(0), kv = KV(0);
+        CreateVecIndex(ji, (int32_t)j0, W);
         PipeBarrier<PIPE_V>();
-        if (div > 1) {
-            for (uint32_t i = 0; i < n; ++i) { dst.SetValue(i, dst.GetValue(i) / (int32_t)div); }
+        Cast(nj, ji, RoundMode::CAST_NONE, W);
+        PipeBarrier<PIPE_V>();
+        Muls(nj, nj, -1.0f, W);                    // -key
+        PipeBarrier<PIPE_V>();
+        Adds(kv, nj, (float)hi, W);
+        PipeBarrier<PIPE_V>();
+        Mins(kv, kv, 1.0f, W);
+        PipeBarrier<PIPE_V>();
+        Maxs(kv, kv, 0.0f, W);
+        for (uint32_t r = 0; r < curH; ++r) {   // rows without a query see nothing
+            uint32_t tok = (part * curH + r) / G;
+            if (tok < qRows) {
+                Adds(vis[r * W], nj, (float)(qPos + tok + 1), W);
+            } else {
+                Duplicate(vis[r * W], 0.0f, W);
+            }
         }
-        Adds(dst, dst, start, n);
+        PipeBarrier<PIPE_V>();
+        Mins(vis, vis, 1.0f, curH * W);
+        PipeBarrier<PIPE_V>();
+        Maxs(vis, vis, 0.0f, curH * W);
+        PipeBarrier<PIPE_V>();
+        for (uint32_t r = 0; r < curH; ++r) {
+            Mul(vis[r * W], vis[r * W], kv, W);
+        }
+        if (!isTree) {
+            return;
+        }
+        // tree tasks: a speculative key also needs its TREE entry (scalar reads of GM)
+        uint32_t first = j0 > specBase ? j0 : specBase;
+        uint32_t end = Min(j0 + W, hi);
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        for (uint32_t r = 0; r < rowsValid && first < end; ++r) {
+            uint32_t qi = qPos + (part * curH + r) / G - specBase;
+            for (uint32_t j = first; j < end; ++j) {
+                if (treeGm.GetValue(treeOff + qi * spec + j - specBase) == 0) {
+                    vis.SetValue(r * W + j - j0, 0.0f);
+                }
+            }
+        }
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
     }
 
     __aicore__ inline void QkRowsOnVector(const LocalTensor<float> &s, const LocalTensor<half> &q,
                                           const LocalTensor<half> &k, uint32_t rows)
     {
-        // 2-stage: S[r, j] = sum_d q[r, d] * k[j, d] on the vector unit, valid rows only
+        // 2-stage: S[r, j] = sum_d q[r, d] * k[j, d] on the vector unit, valid rows only; each
+        // dot lands in an aligned scratch (a reduction's destination must be 32-byte aligned)
+        // and the scalar unit moves it into S
         LocalTensor<float> qf = work[256];
         LocalTensor<float> kf = work[256 + D];
+        LocalTensor<float> dot = work[256 + 2 * D];
         for (uint32_t r = 0; r < rows; ++r) {
             Cast(qf, q[r * D], RoundMode::CAST_NONE, D);
             for (uint32_t j = 0; j < W; ++j) {
                 Cast(kf, k[j * D], RoundMode::CAST_NONE, D);
+                PipeBarrier<PIPE_V>();
                 Mul(kf, kf, qf, D);
-                ReduceSum<float>(s[r * W + j], kf, work, D);
+                PipeBarrier<PIPE_V>();
+                ReduceSum<float>(dot, kf, work, D);
+                SetFlag<HardEvent::V_S>(0);
+                WaitFlag<HardEvent::V_S>(0);
+                s.SetValue(r * W + j, dot.GetValue(0));
+                SetFlag<HardEvent::S_V>(0);
+                WaitFlag<HardEvent::S_V>(0);
             }
         }
     }
@@ -441,12 +484,16 @@ private:
     {
         // VECTOR  set_flag VECTOR->MTE2 ev0
         SetFlag<HardEvent::V_MTE2>(0);
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE2 ev1
         SetFlag<HardEvent::V_MTE2>(1);
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE2 ev2
         SetFlag<HardEvent::V_MTE2>(2);
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE2 ev3
         SetFlag<HardEvent::V_MTE2>(3);
+        PipeBarrier<PIPE_V>();
         // MTE3    set_flag MTE3->VECTOR ev0
         SetFlag<HardEvent::MTE3_V>(0);
         // MTE3    set_flag MTE3->VECTOR ev1
@@ -475,10 +522,13 @@ private:
         WaitFlag<HardEvent::V_MTE2>(3);
         // VECTOR  wait_flag MTE3->VECTOR ev0
         WaitFlag<HardEvent::MTE3_V>(0);
+        PipeBarrier<PIPE_V>();
         // VECTOR  wait_flag MTE3->VECTOR ev1
         WaitFlag<HardEvent::MTE3_V>(1);
+        PipeBarrier<PIPE_V>();
         // VECTOR  wait_flag MTE3->VECTOR ev2
         WaitFlag<HardEvent::MTE3_V>(2);
+        PipeBarrier<PIPE_V>();
         // MTE3    cross_core_wait_flag(3)
         CrossCoreWaitFlag(FLAG_P_FREE);
         // MTE3    cross_core_wait_flag(3)
@@ -664,18 +714,15 @@ private:
     {
         // S       task = TASKS[t] (hi, nchunks of W keys)
         LoadTask(t);
-        // VECTOR  arange TOK[0] = 0 + (0 + idx) // 4
-        RowIndex(TOK(0), 0, part * curH, 4, 32);
-        // VECTOR  compare_lt ROWOK[0] = TOK[0], $q_rows
-        CompareScalar(ROWOK(0), TOK(0), qRows, CMPMODE::LT, 32);
-        // VECTOR  arange POS[0] = q_pos + (0 + idx) // 4
-        RowIndex(POS(0), qPos, part * curH, 4, 32);
         // VECTOR  dup M[0] = -1e+30
-        Duplicate(M(0), (float)-1.0e30f, 32);
+        Duplicate(M(0), (float)-1.0e30f, 256);
+        PipeBarrier<PIPE_V>();
         // VECTOR  dup L[0] = 0.0
-        Duplicate(L(0), (float)0.0f, 32);
+        Duplicate(L(0), (float)0.0f, 256);
+        PipeBarrier<PIPE_V>();
         // VECTOR  dup ACC[0] = 0.0
         Duplicate(ACC(0), (float)0.0f, 4096);
+        PipeBarrier<PIPE_V>();
     }
 
     __aicore__ inline void AivSmLoad()
@@ -692,91 +739,65 @@ private:
         CrossCoreSetFlag<0x2, PIPE_MTE2>(FLAG_S_FREE);
         // VECTOR  wait_flag MTE2->VECTOR ev@ch:0
         WaitFlag<HardEvent::MTE2_V>(0 + (ch & 1));
-    }
-
-    __aicore__ inline void AivTreeLoad()
-    {
-        // MTE2    wait_flag VECTOR->MTE2 ev2
-        WaitFlag<HardEvent::V_MTE2>(2);
-        // MTE2    copy_tree_rows TREE[tree_off + (pos-spec_base)*spec + j-spec_base] -> TM[0]
-        CopyTreeRows(TM(0), c0);
-        // MTE2    set_flag MTE2->VECTOR ev2
-        SetFlag<HardEvent::MTE2_V>(2);
-        // VECTOR  wait_flag MTE2->VECTOR ev2
-        WaitFlag<HardEvent::MTE2_V>(2);
+        PipeBarrier<PIPE_V>();
     }
 
     __aicore__ inline void AivMask()
     {
-        // VECTOR  arange JROW[0] = c0 + (0 + idx) // 1
-        RowIndex(JROW(0), c0, 0, 1, 128);
-        // VECTOR  compare_lt KVOK[0] = JROW[0], $hi
-        CompareScalar(KVOK(0), JROW(0), hi, CMPMODE::LT, 128);
-        // VECTOR  compare_le CMP[0] = JROW[0][None,:], POS[0][:,None]
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);   // scalar reads of UB below
-        for (uint32_t r = 0; r < 32; ++r) {   // JROW[j] vs POS[r]
-            CompareScalar(CMP(0)[r * 128], JROW(0), POS(0).GetValue(r), CMPMODE::LE, 128);
-        }
-        // VECTOR  select VIS[0] = CMP[0] ? 1.0 : 0.0
-        Duplicate(VIS(0), 0.0f, 4096);
-        Select(VIS(0), CMP(0), VIS(0), 1.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 4096);   // 1.0f where set
-        // VECTOR  select VIS[0] = KVOK[0][None,:] ? VIS[0] : 0.0
-        for (uint32_t r = 0; r < 32; ++r) {   // key mask down the rows
-            Select(VIS(0)[r * 128], KVOK(0), VIS(0)[r * 128], 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 128);
-        }
-        // VECTOR  select VIS[0] = ROWOK[0][:,None] ? VIS[0] : 0.0
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);   // scalar reads of UB below
-        for (uint32_t r = 0; r < 32; ++r) {   // row mask: whole row or nothing
-            if (ROWOK(0).GetValue(r) == 0) { Duplicate(VIS(0)[r * 128], 0.0f, 128); }
-        }
-    }
-
-    __aicore__ inline void AivTreeMask()
-    {
-        // VECTOR  compare_ne CMP[0] = TM[0], 0
-        CompareScalar(CMP(0), TM(0), 0, CMPMODE::NE, 4096);
-        // VECTOR  select VIS[0] = CMP[0] ? VIS[0] : 0.0
-        Select(VIS(0), CMP(0), VIS(0), 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 4096);
-        // VECTOR  set_flag VECTOR->MTE2 ev2
-        SetFlag<HardEvent::V_MTE2>(2);
+        // VECTOR  mask_visible VIS[0][r, j] = row valid & j < hi & j <= pos[r] (& TREE in tree tasks), j = c0 + j
+        MaskVisible(VIS(0), c0);
+        PipeBarrier<PIPE_V>();
+        // VECTOR  compare_ne CMP[0] = VIS[0], 0.0
+        CompareScalar(CMP(0), VIS(0), 0.0f, CMPMODE::NE, 4096);
+        PipeBarrier<PIPE_V>();
     }
 
     __aicore__ inline void AivSoftmax()
     {
         // VECTOR  mul S[@ch] = S[@ch], $scale
         Muls(S((ch & 1)), S((ch & 1)), (float)scale, 4096);
-        // VECTOR  select S[@ch] = VIS[0] ? S[@ch] : -1e+30
-        Select(S((ch & 1)), VIS(0), S((ch & 1)), -1.0e30f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 4096);
+        PipeBarrier<PIPE_V>();
+        // VECTOR  select S[@ch] = CMP[0] ? S[@ch] : -1e+30
+        Select(S((ch & 1)), CMP(0), S((ch & 1)), -1.0e30f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 4096);
+        PipeBarrier<PIPE_V>();
         // VECTOR  reduce_max MX[0] = rows of S[@ch]
         for (uint32_t r = 0; r < 32; ++r) {   // one row at a time
-            ReduceMax<float>(MX(0)[r], S((ch & 1))[r * 128], work, 128);
+            ReduceMax<float>(MX(0)[r * 8], S((ch & 1))[r * 128], work, 128);
         }
+        PipeBarrier<PIPE_V>();
         // VECTOR  sub S[@ch] = S[@ch], MX[0][:,None]
         SetFlag<HardEvent::V_S>(0);
         WaitFlag<HardEvent::V_S>(0);   // scalar reads of UB below
         for (uint32_t r = 0; r < 32; ++r) {   // per-row sub by MX[r]
-            Adds(S((ch & 1))[r * 128], S((ch & 1))[r * 128], -MX(0).GetValue(r), 128);
+            Adds(S((ch & 1))[r * 128], S((ch & 1))[r * 128], -MX(0).GetValue(r * 8), 128);
         }
+        PipeBarrier<PIPE_V>();
         // VECTOR  exp S[@ch] = S[@ch]
         Exp(S((ch & 1)), S((ch & 1)), 4096);
-        // VECTOR  select S[@ch] = VIS[0] ? S[@ch] : 0.0
-        Select(S((ch & 1)), VIS(0), S((ch & 1)), 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 4096);
+        PipeBarrier<PIPE_V>();
+        // VECTOR  select S[@ch] = CMP[0] ? S[@ch] : 0.0
+        Select(S((ch & 1)), CMP(0), S((ch & 1)), 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, 4096);
+        PipeBarrier<PIPE_V>();
         // VECTOR  reduce_sum RS[0] = rows of S[@ch]
         for (uint32_t r = 0; r < 32; ++r) {   // one row at a time
-            ReduceSum<float>(RS(0)[r], S((ch & 1))[r * 128], work, 128);
+            ReduceSum<float>(RS(0)[r * 8], S((ch & 1))[r * 128], work, 128);
         }
+        PipeBarrier<PIPE_V>();
         // VECTOR  add L[0] = RS[0], 0.0
-        DataCopy(L(0), RS(0), 32);   // copy
+        DataCopy(L(0), RS(0), 256);   // copy
+        PipeBarrier<PIPE_V>();
         // VECTOR  wait_flag MTE3->VECTOR ev@ch:0
         WaitFlag<HardEvent::MTE3_V>(0 + (ch & 1));
+        PipeBarrier<PIPE_V>();
         // VECTOR  cast P16[@ch] = S[@ch]
         Cast(P16((ch & 1)), S((ch & 1)), RoundMode::CAST_RINT, 4096);
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE2 ev@ch:0
         SetFlag<HardEvent::V_MTE2>(0 + (ch & 1));
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE3 ev@ch:0
         SetFlag<HardEvent::V_MTE3>(0 + (ch & 1));
+        PipeBarrier<PIPE_V>();
         // MTE3    wait_flag VECTOR->MTE3 ev@ch:0
         WaitFlag<HardEvent::V_MTE3>(0 + (ch & 1));
         // MTE3    cross_core_wait_flag(3)
@@ -803,28 +824,36 @@ private:
         CrossCoreSetFlag<0x2, PIPE_MTE2>(FLAG_O_FREE);
         // VECTOR  wait_flag MTE2->VECTOR ev3
         WaitFlag<HardEvent::MTE2_V>(3);
+        PipeBarrier<PIPE_V>();
         // VECTOR  add ACC[0] = OC[0], 0.0
         DataCopy(ACC(0), OC(0), 4096);   // copy
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE2 ev3
         SetFlag<HardEvent::V_MTE2>(3);
+        PipeBarrier<PIPE_V>();
     }
 
     __aicore__ inline void AivFinal()
     {
         // VECTOR  max L[0] = L[0], 1e-30
-        Maxs(L(0), L(0), (float)1.0e-30f, 32);
+        Maxs(L(0), L(0), (float)1.0e-30f, 256);
+        PipeBarrier<PIPE_V>();
         // VECTOR  div ACC[0] = ACC[0], L[0][:,None]
         SetFlag<HardEvent::V_S>(0);
         WaitFlag<HardEvent::V_S>(0);   // scalar reads of UB below
         for (uint32_t r = 0; r < 32; ++r) {   // per-row div by L[r]
-            Muls(ACC(0)[r * 128], ACC(0)[r * 128], 1.0f / L(0).GetValue(r), 128);
+            Muls(ACC(0)[r * 128], ACC(0)[r * 128], 1.0f / L(0).GetValue(r * 8), 128);
         }
+        PipeBarrier<PIPE_V>();
         // VECTOR  wait_flag MTE3->VECTOR ev2
         WaitFlag<HardEvent::MTE3_V>(2);
+        PipeBarrier<PIPE_V>();
         // VECTOR  cast OUT[0] = ACC[0]
         Cast(OUT(0), ACC(0), RoundMode::CAST_RINT, 4096);
+        PipeBarrier<PIPE_V>();
         // VECTOR  set_flag VECTOR->MTE3 ev2
         SetFlag<HardEvent::V_MTE3>(2);
+        PipeBarrier<PIPE_V>();
         // MTE3    wait_flag VECTOR->MTE3 ev2
         WaitFlag<HardEvent::V_MTE3>(2);
         // MTE3    store_rows OUT[0] -> O[q_start+r/G, kvh*G+r%G, :] (valid rows of AIV0)
@@ -845,15 +874,12 @@ private:
     TBuf<TPosition::B2> l0bkBuf;   // L0B f16[128,64] x2 (nZ)
     TBuf<TPosition::CO1> l0csBuf;   // L0C f32[64,64] x2 (NZ)
     TBuf<TPosition::VECCALC> sBuf;   // UB f32[32,128] x2 (ND)
-    TBuf<TPosition::VECCALC> tmBuf;   // UB i32[32,128] x1 (ND)
     TBuf<TPosition::VECCALC> visBuf;   // UB f32[32,128] x1 (ND)
     TBuf<TPosition::VECCALC> cmpBuf;   // UB bool[32,128] x1 (ND)
     TBuf<TPosition::VECCALC> p16Buf;   // UB f16[32,128] x2 (ND)
-    TBuf<TPosition::VECCALC> jrowBuf;   // UB i32[1,128] x1 (ND)
-    TBuf<TPosition::VECCALC> kvokBuf;   // UB bool[1,128] x1 (ND)
-    TBuf<TPosition::VECCALC> tokBuf;   // UB i32[32,1] x1 (ND)
-    TBuf<TPosition::VECCALC> posBuf;   // UB i32[32,1] x1 (ND)
-    TBuf<TPosition::VECCALC> rowokBuf;   // UB bool[32,1] x1 (ND)
+    TBuf<TPosition::VECCALC> jiBuf;   // UB i32[1,128] x1 (ND)
+    TBuf<TPosition::VECCALC> njBuf;   // UB f32[1,128] x1 (ND)
+    TBuf<TPosition::VECCALC> kvBuf;   // UB f32[1,128] x1 (ND)
     TBuf<TPosition::VECCALC> mBuf;   // UB f32[32,1] x1 (ND)
     TBuf<TPosition::VECCALC> mxBuf;   // UB f32[32,1] x1 (ND)
     TBuf<TPosition::VECCALC> mnewBuf;   // UB f32[32,1] x1 (ND)
@@ -876,21 +902,18 @@ private:
     __aicore__ inline LocalTensor<half> L0BK(uint32_t slot) { return l0bkBuf.Get<half>()[slot * 8192]; }
     __aicore__ inline LocalTensor<float> L0CS(uint32_t slot) { return l0csBuf.Get<float>()[slot * 4096]; }
     __aicore__ inline LocalTensor<float> S(uint32_t slot) { return sBuf.Get<float>()[slot * 4096]; }
-    __aicore__ inline LocalTensor<int32_t> TM(uint32_t slot) { return tmBuf.Get<int32_t>()[slot * 4096]; }
     __aicore__ inline LocalTensor<float> VIS(uint32_t slot) { return visBuf.Get<float>()[slot * 4096]; }
     __aicore__ inline LocalTensor<uint8_t> CMP(uint32_t slot) { return cmpBuf.Get<uint8_t>()[slot * 4096]; }
     __aicore__ inline LocalTensor<half> P16(uint32_t slot) { return p16Buf.Get<half>()[slot * 4096]; }
-    __aicore__ inline LocalTensor<int32_t> JROW(uint32_t slot) { return jrowBuf.Get<int32_t>()[slot * 128]; }
-    __aicore__ inline LocalTensor<uint8_t> KVOK(uint32_t slot) { return kvokBuf.Get<uint8_t>()[slot * 128]; }
-    __aicore__ inline LocalTensor<int32_t> TOK(uint32_t slot) { return tokBuf.Get<int32_t>()[slot * 32]; }
-    __aicore__ inline LocalTensor<int32_t> POS(uint32_t slot) { return posBuf.Get<int32_t>()[slot * 32]; }
-    __aicore__ inline LocalTensor<uint8_t> ROWOK(uint32_t slot) { return rowokBuf.Get<uint8_t>()[slot * 32]; }
-    __aicore__ inline LocalTensor<float> M(uint32_t slot) { return mBuf.Get<float>()[slot * 32]; }
-    __aicore__ inline LocalTensor<float> MX(uint32_t slot) { return mxBuf.Get<float>()[slot * 32]; }
-    __aicore__ inline LocalTensor<float> MNEW(uint32_t slot) { return mnewBuf.Get<float>()[slot * 32]; }
-    __aicore__ inline LocalTensor<float> L(uint32_t slot) { return lBuf.Get<float>()[slot * 32]; }
-    __aicore__ inline LocalTensor<float> RS(uint32_t slot) { return rsBuf.Get<float>()[slot * 32]; }
-    __aicore__ inline LocalTensor<float> ALPHA(uint32_t slot) { return alphaBuf.Get<float>()[slot * 32]; }
+    __aicore__ inline LocalTensor<int32_t> JI(uint32_t slot) { return jiBuf.Get<int32_t>()[slot * 128]; }
+    __aicore__ inline LocalTensor<float> NJ(uint32_t slot) { return njBuf.Get<float>()[slot * 128]; }
+    __aicore__ inline LocalTensor<float> KV(uint32_t slot) { return kvBuf.Get<float>()[slot * 128]; }
+    __aicore__ inline LocalTensor<float> M(uint32_t slot) { return mBuf.Get<float>()[slot * 256]; }
+    __aicore__ inline LocalTensor<float> MX(uint32_t slot) { return mxBuf.Get<float>()[slot * 256]; }
+    __aicore__ inline LocalTensor<float> MNEW(uint32_t slot) { return mnewBuf.Get<float>()[slot * 256]; }
+    __aicore__ inline LocalTensor<float> L(uint32_t slot) { return lBuf.Get<float>()[slot * 256]; }
+    __aicore__ inline LocalTensor<float> RS(uint32_t slot) { return rsBuf.Get<float>()[slot * 256]; }
+    __aicore__ inline LocalTensor<float> ALPHA(uint32_t slot) { return alphaBuf.Get<float>()[slot * 256]; }
     __aicore__ inline LocalTensor<float> ACC(uint32_t slot) { return accBuf.Get<float>()[slot * 4096]; }
     __aicore__ inline LocalTensor<float> OC(uint32_t slot) { return ocBuf.Get<float>()[slot * 4096]; }
     __aicore__ inline LocalTensor<half> OUT(uint32_t slot) { return outBuf.Get<half>()[slot * 4096]; }
