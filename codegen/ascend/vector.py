@@ -497,7 +497,7 @@ def check_ub(buffers, tgt, kernel: str = "", scratch: dict | None = None) -> int
         big = max((b for b in buffers if b.space == "UB"), key=lambda b: ub_slot_bytes(b) * b.count)
         raise UbLegalityError(
             f"{where}UB buffers need {used} bytes but only {cap} bytes are available per AIV on "
-            f"{tgt.name} (largest: '{big.name}' {big.dtype}[{big.shape[0]},{big.shape[1]}] "
+            f"{tgt.name}{f' ({tgt.ub_bytes} less {tgt.ub_reserved_bytes} reserved)' if tgt.ub_reserved_bytes else ''} (largest: '{big.name}' {big.dtype}[{big.shape[0]},{big.shape[1]}] "
             f"x{big.count} = {ub_slot_bytes(big) * big.count} bytes"
             + ("; plus " + ", ".join(f"'{n}' {v} bytes" for n, v in scratch.items())
                if scratch else "") + ")")

@@ -242,8 +242,9 @@ def test_two_stage_aiv_without_valid_rows_loads_no_k():
 
 
 def test_ub_check_counts_the_aiv_work_buffer():
-    # the emitted AIVs allocate workBuf (reduction work area; 2-stage: two f32 rows of D for
-    # QkRowsOnVector after it) beside the program's buffers: the check must count it
+    # the emitted AIVs allocate workBuf (reduction work area; 2-stage: two f32 rows of D and a
+    # 32-byte dot scratch for QkRowsOnVector after it) and pad each per-row statistic to 32
+    # bytes, beside the program's buffers: the check must count both
     from dataclasses import replace as dreplace
 
     from codegen.ascend.attention import check_attention_legality
@@ -252,9 +253,12 @@ def test_ub_check_counts_the_aiv_work_buffer():
     k, _ = kernel_for(CASES["decodes_g8_d64_f16"])
     prog = lower_attention(k, pipeline="2-stage")
     bufs = sum(ub_slot_bytes(b) * b.count for b in prog.aiv_buffers.values())
-    work = 4 * (256 + 2 * 64)
+    work = 4 * (256 + 2 * 64 + 8)
+    pad = sum(b.total_bytes * 7 for b in prog.aiv_buffers.values() if b.shape[1] == 1 and b.dtype == "f32")
+    work += pad
     tgt = T.get("ascend910b2")
     with pytest.raises(AscendLegalityError, match=rf"need {bufs + work} bytes but only {bufs} "
-                                                   rf"bytes .*'workBuf' {work} bytes"):
-        check_attention_legality(prog, dreplace(tgt, ub_bytes=bufs))
-    check_attention_legality(prog, dreplace(tgt, ub_bytes=bufs + work))
+                                                   rf"bytes .*'workBuf' {work - pad} bytes, "
+                                                   rf"'row-statistic padding' {pad} bytes"):
+        check_attention_legality(prog, dreplace(tgt, ub_bytes=bufs, ub_reserved_bytes=0))
+    check_attention_legality(prog, dreplace(tgt, ub_bytes=bufs + work, ub_reserved_bytes=0))

@@ -1,8 +1,8 @@
 // Typed declarations of the Ascend C API subset tilec's emitters use, for Atlas A2 (910B,
 // __NPU_ARCH__ 2201), implemented with the documented semantics so the emitted kernels run on a
 // CPU (see twin_core.h). Signatures, template parameters and enum values follow the Ascend C API
-// reference (CANN 8.x, https://www.hiascend.com/document/detail/zh/canncommercial/850/API/
-// ascendcopapi/<page>.html); each function names its page. A call the documentation does not
+// reference (CANN 8.x, hiascend.com "Ascend C API" / ascendcopapi); each function names the
+// reference page it follows by title (and by page id where that was checked). A call the documentation does not
 // allow (deduction conflicts, unsupported dtype or mode, misaligned or short operands) is a
 // compile error or a run-time report with the kernel line, never silently accepted.
 #pragma once
@@ -13,7 +13,7 @@
 
 typedef _Float16 half;
 
-// bfloat16: storage + round-to-nearest-even conversion (atlasascendc_api_07_0010 data types)
+// bfloat16: storage + round-to-nearest-even conversion (API reference: "数据类型定义" / data types)
 struct bfloat16_t {
     uint16_t bits = 0;
     bfloat16_t() = default;
@@ -36,7 +36,7 @@ struct bfloat16_t {
     }
 };
 
-// pipe_t (atlasascendc_api_07_0270, "PipeBarrier"): hardware pipes
+// pipe_t (API reference: "PipeBarrier"): hardware pipes
 enum pipe_t { PIPE_S = twin::P_S, PIPE_V = twin::P_V, PIPE_M = twin::P_M, PIPE_MTE1 = twin::P_MTE1,
               PIPE_MTE2 = twin::P_MTE2, PIPE_MTE3 = twin::P_MTE3, PIPE_FIX = twin::P_FIX, PIPE_ALL = 100 };
 
@@ -57,7 +57,7 @@ inline void CheckKernelType(KernelMetaType t, twin::Loc loc)
                   (int)twin::LaunchType());
 }
 
-// TPosition / QuePosition (atlasascendc_api_07_0006 "TPosition")
+// TPosition / QuePosition (API reference: "TPosition")
 enum class TPosition { GM, A1, A2, B1, B2, C1, C2, CO1, CO2, VECIN, VECOUT, VECCALC };
 using QuePosition = TPosition;
 
@@ -74,7 +74,7 @@ inline int SpaceOf(TPosition p)
 }
 
 // ---- tensors ---------------------------------------------------------------------------------
-// LocalTensor (atlasascendc_api_07_0007): a typed view of an on-chip buffer of one sub-core
+// LocalTensor (API reference: "LocalTensor"): a typed view of an on-chip buffer of one sub-core
 template <typename T>
 class LocalTensor {
 public:
@@ -93,7 +93,7 @@ public:
     }
     T *Ptr() const { return reinterpret_cast<T *>(owner->mem[space].data() + off); }
     uint32_t GetSize() const { return len / sizeof(T); }
-    // scalar access: PIPE_S (atlasascendc_api_07_0007 GetValue/SetValue)
+    // scalar access: PIPE_S (API reference: "LocalTensor", GetValue/SetValue)
     T GetValue(uint32_t i, twin::Loc loc = twin::Loc::Here()) const
     {
         Check(i, loc);
@@ -120,7 +120,7 @@ private:
     }
 };
 
-// GlobalTensor (atlasascendc_api_07_0008): GM of a buffer the host allocated
+// GlobalTensor (API reference: "GlobalTensor"): GM of a buffer the host allocated
 template <typename T>
 class GlobalTensor {
 public:
@@ -163,7 +163,7 @@ public:
     }
 };
 
-// ---- sync (atlasascendc_api_07_0271 SetFlag/WaitFlag, 07_0270 PipeBarrier) -----------------
+// ---- sync (API reference: "SetFlag/WaitFlag(ISASI)", "PipeBarrier(ISASI)") -----------------
 enum class HardEvent { MTE2_MTE1, MTE1_MTE2, MTE1_M, M_MTE1, M_FIX, FIX_M, MTE2_V, V_MTE2, V_MTE3, MTE3_V,
                        V_S, S_V, MTE2_S, S_MTE2, MTE3_S, S_MTE3, MTE2_MTE3, MTE3_MTE2, FIX_S, S_FIX, M_V, V_M };
 enum event_t { EVENT_ID0, EVENT_ID1, EVENT_ID2, EVENT_ID3, EVENT_ID4, EVENT_ID5, EVENT_ID6, EVENT_ID7 };
@@ -226,7 +226,8 @@ inline void PipeBarrier()
     c.vc[P].c[c.Id(P)] = c.issued[P];
 }
 
-// CrossCoreSetFlag / CrossCoreWaitFlag (atlasascendc_api_07_0273 / 07_0274): mode 2 only here.
+// CrossCoreSetFlag / CrossCoreWaitFlag (API reference: "CrossCoreSetFlag(ISASI)" / "CrossCoreWaitFlag(ISASI)", pages
+// atlasascendc_api_07_0273 / 07_0274 of CANN 8.0.0): mode 2 only here.
 // AIC set -> both AIVs' counters +1; both AIVs set -> the AIC's counter +1; a wait blocks the
 // whole sub-core (on A2 every pipe stops until the counter is positive). flagId 0..10;
 // a counter holds at most 15 pending sets.
@@ -289,12 +290,12 @@ inline void CrossCoreWaitFlag(uint16_t flagId, twin::Loc loc = twin::Loc::Here()
     for (int p = 0; p < twin::NPIPE; ++p) c.vc[p].Merge(got);
 }
 
-// GetBlockIdx / GetBlockNum (atlasascendc_api_07_0281 / 07_0282): on an AIV of a mixed kernel
+// GetBlockIdx / GetBlockNum (API reference: "GetBlockIdx" / "GetBlockNum"): on an AIV of a mixed kernel
 // the index runs over 2 * blockDim, the number stays blockDim
 inline int64_t GetBlockIdx() { return twin::Cur().blockIdx; }
 inline int64_t GetBlockNum() { return twin::Cur().blockNum; }
 
-// ---- memory management: TPipe, TQue, TBuf (atlasascendc_api_07_0107..0120) ------------------
+// ---- memory management: TPipe, TQue, TBuf (API reference: "TPipe", "TQue", "TBuf") ------------------
 class TPipe;
 inline TPipe *&CurPipe() { return *reinterpret_cast<TPipe **>(&twin::Cur().pipe); }
 
@@ -508,7 +509,7 @@ inline uint32_t VecOp(const char *api, const twin::Loc &loc, const LocalTensor<D
 }  // namespace detail
 
 // ---- vector: level-2 (first n elements) APIs -------------------------------------------------
-// Duplicate (atlasascendc_api_07_0086): A2 also takes bfloat16_t / unsigned 16/32-bit
+// Duplicate (API reference: "Duplicate"): A2 also takes bfloat16_t / unsigned 16/32-bit
 template <typename T>
 inline void Duplicate(const LocalTensor<T> &dst, const T &scalarValue, const int32_t &count,
                       twin::Loc loc = twin::Loc::Here())
@@ -539,12 +540,12 @@ inline void Duplicate(const LocalTensor<T> &dst, const T &scalarValue, const int
             }                                                                                               \
         }                                                                                                   \
     }
-TWIN_BINARY(Add, atlasascendc_api_07_0035, x + y, true)
-TWIN_BINARY(Sub, atlasascendc_api_07_0036, x - y, true)
-TWIN_BINARY(Mul, atlasascendc_api_07_0037, x * y, true)
-TWIN_BINARY(Div, atlasascendc_api_07_0038, x / y, false)
-TWIN_BINARY(Max, atlasascendc_api_07_0039, (x > y ? x : y), true)
-TWIN_BINARY(Min, atlasascendc_api_07_0040, (x < y ? x : y), true)
+TWIN_BINARY(Add, "Add", x + y, true)
+TWIN_BINARY(Sub, "Sub", x - y, true)
+TWIN_BINARY(Mul, "Mul", x * y, true)
+TWIN_BINARY(Div, "Div", x / y, false)
+TWIN_BINARY(Max, "Max", (x > y ? x : y), true)
+TWIN_BINARY(Min, "Min", (x < y ? x : y), true)
 #undef TWIN_BINARY
 
 #define TWIN_SCALAR(NAME, PAGE, EXPR, INTS)                                                                 \
@@ -566,10 +567,10 @@ TWIN_BINARY(Min, atlasascendc_api_07_0040, (x < y ? x : y), true)
             }                                                                                               \
         }                                                                                                   \
     }
-TWIN_SCALAR(Adds, atlasascendc_api_07_0053, x + y, true)
-TWIN_SCALAR(Muls, atlasascendc_api_07_0054, x * y, true)
-TWIN_SCALAR(Maxs, atlasascendc_api_07_0055, (x > y ? x : y), true)
-TWIN_SCALAR(Mins, atlasascendc_api_07_0056, (x < y ? x : y), true)
+TWIN_SCALAR(Adds, "Adds", x + y, true)
+TWIN_SCALAR(Muls, "Muls", x * y, true)
+TWIN_SCALAR(Maxs, "Maxs", (x > y ? x : y), true)
+TWIN_SCALAR(Mins, "Mins", (x < y ? x : y), true)
 #undef TWIN_SCALAR
 
 #define TWIN_UNARY(NAME, PAGE, EXPR)                                                                        \
@@ -586,14 +587,14 @@ TWIN_SCALAR(Mins, atlasascendc_api_07_0056, (x < y ? x : y), true)
             d[i] = (T)(EXPR);                                                                               \
         }                                                                                                   \
     }
-TWIN_UNARY(Exp, atlasascendc_api_07_0019, std::exp(x))
-TWIN_UNARY(Rsqrt, atlasascendc_api_07_0023, 1.0f / std::sqrt(x))
-TWIN_UNARY(Sqrt, atlasascendc_api_07_0022, std::sqrt(x))
-TWIN_UNARY(Reciprocal, atlasascendc_api_07_0024, 1.0f / x)
-TWIN_UNARY(Abs, atlasascendc_api_07_0021, std::fabs(x))
+TWIN_UNARY(Exp, "Exp", std::exp(x))
+TWIN_UNARY(Rsqrt, "Rsqrt", 1.0f / std::sqrt(x))
+TWIN_UNARY(Sqrt, "Sqrt", std::sqrt(x))
+TWIN_UNARY(Reciprocal, "Reciprocal", 1.0f / x)
+TWIN_UNARY(Abs, "Abs", std::fabs(x))
 #undef TWIN_UNARY
 
-// Cast (atlasascendc_api_07_0073): the documented A2 pairs used here. Widening (half/bf16 ->
+// Cast (API reference: "Cast"): the documented A2 pairs used here. Widening (half/bf16 ->
 // float, int32 -> float) takes CAST_NONE; float -> half/bf16 rounds (CAST_RINT or CAST_NONE,
 // both to nearest even); float -> int32 takes an explicit rounding mode.
 enum class RoundMode { CAST_NONE, CAST_RINT, CAST_FLOOR, CAST_CEIL, CAST_ROUND, CAST_TRUNC, CAST_ODD };
@@ -630,7 +631,7 @@ inline void Cast(const LocalTensor<D> &dst, const LocalTensor<S> &src, const Rou
     }
 }
 
-// CreateVecIndex (atlasascendc_api_07_0089): dst[i] = firstValue + i
+// CreateVecIndex (API reference: "CreateVecIndex"): dst[i] = firstValue + i
 template <typename T>
 inline void CreateVecIndex(LocalTensor<T> dst, const T &firstValue, uint32_t count, twin::Loc loc = twin::Loc::Here())
 {
@@ -640,7 +641,7 @@ inline void CreateVecIndex(LocalTensor<T> dst, const T &firstValue, uint32_t cou
     for (uint32_t i = 0; i < count; ++i) d[i] = (T)((float)firstValue + (float)i);
 }
 
-// ReduceSum / ReduceMax (atlasascendc_api_07_0083 / 07_0080): result in dst[0]; the work
+// ReduceSum / ReduceMax (API reference: "ReduceSum" / "ReduceMax"): result in dst[0]; the work
 // tensor must hold one partial per 256-byte repeat, rounded up to 32 bytes
 template <typename T>
 inline void ReduceCheck(const char *api, const LocalTensor<T> &dst, const LocalTensor<T> &src,
@@ -677,7 +678,8 @@ inline void ReduceMax(const LocalTensor<T> &dst, const LocalTensor<T> &src, cons
     dst.Ptr()[0] = (T)m;
 }
 
-// CompareScalar / Compare (atlasascendc_api_07_0068 / 07_0066): one bit per element in a
+// CompareScalar / Compare (API reference: "CompareScalar" / "Compare", pages
+// atlasascendc_api_07_0068 / 07_0066 of CANN 8.5.0): one bit per element in a
 // uint8_t mask, element i -> bit i % 8 of byte i / 8. count * sizeof(T) must fill whole
 // 256-byte repeats (the rest is not computed); int32_t compares only with CMPMODE::EQ on A2.
 enum class CMPMODE { LT, GT, EQ, LE, GE, NE };
@@ -740,7 +742,7 @@ inline void Compare(const LocalTensor<U> &dst, const LocalTensor<T> &src0, const
         if (CmpOne(cmpMode, src0.Ptr()[i], src1.Ptr()[i])) d[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
-// Select (atlasascendc_api_07_0069): a set bit of selMask picks src0, a clear bit src1
+// Select (API reference: "Select"; the vsel intrinsic page cceapi_0039): a set bit of selMask picks src0, a clear bit src1
 enum class SELMODE { VSEL_CMPMASK_SPR = 0, VSEL_TENSOR_SCALAR_MODE, VSEL_TENSOR_TENSOR_MODE };
 template <typename T, typename U>
 inline void Select(const LocalTensor<T> &dst, const LocalTensor<U> &selMask, const LocalTensor<T> &src0, T src1,
@@ -758,7 +760,7 @@ inline void Select(const LocalTensor<T> &dst, const LocalTensor<U> &selMask, con
 }
 
 // ---- data movement --------------------------------------------------------------------------
-// DataCopyParams / DataCopyExtParams / DataCopyPadExtParams (atlasascendc_api_07_0103..0105)
+// DataCopyParams / DataCopyExtParams / DataCopyPadExtParams (API reference: "DataCopyPad", "DataCopyExtParams")
 struct DataCopyExtParams {
     uint16_t blockCount = 1;
     uint32_t blockLen = 0;          // bytes
@@ -773,7 +775,7 @@ struct DataCopyPadExtParams {
     T paddingValue = T();
 };
 
-// DataCopyPad GM -> UB (atlasascendc_api_07_0103): blockCount rows of blockLen bytes, each
+// DataCopyPad GM -> UB (API reference: "DataCopyPad"): blockCount rows of blockLen bytes, each
 // landing on a 32-byte boundary in UB; with isPad the rest of its 32-byte block gets the value
 template <typename T>
 inline void DataCopyPad(const LocalTensor<T> &dst, const GlobalTensor<T> &src, const DataCopyExtParams &p,
@@ -819,7 +821,7 @@ inline void DataCopyPad(const GlobalTensor<T> &dst, const LocalTensor<T> &src, c
     }
 }
 
-// DataCopy UB -> UB (atlasascendc_api_07_0101): on the vector unit, whole 32-byte blocks
+// DataCopy UB -> UB (API reference: "DataCopy", local-to-local): on the vector unit, whole 32-byte blocks
 template <typename T>
 inline void DataCopy(const LocalTensor<T> &dst, const LocalTensor<T> &src, const uint32_t count,
                      twin::Loc loc = twin::Loc::Here())
@@ -829,7 +831,7 @@ inline void DataCopy(const LocalTensor<T> &dst, const LocalTensor<T> &src, const
     std::memmove(dst.Ptr(), src.Ptr(), count * sizeof(T));
 }
 
-// Nd2NzParams + DataCopy GM -> L1 (atlasascendc_api_07_0102 "随路格式转换"): ND rows become
+// Nd2NzParams + DataCopy GM -> L1 (API reference: "DataCopy", 随路格式转换 ND2NZ): ND rows become
 // NZ fractal columns of C0 = 32 bytes; strides: srcDValue elements per source row,
 // dstNzC0Stride / dstNzNStride in C0 blocks, the matrix strides in elements.
 struct Nd2NzParams {
@@ -862,7 +864,7 @@ inline void DataCopy(const LocalTensor<T> &dst, const GlobalTensor<T> &src, cons
         }
 }
 
-// InitConstValue (atlasascendc_api_07_0243): fill L1/L0A/L0B blocks of 32 bytes (modelled on MTE2)
+// InitConstValue (API reference: "InitConstValue"): fill L1/L0A/L0B blocks of 32 bytes (modelled on MTE2)
 template <typename T>
 struct InitConstValueParams {
     uint16_t repeatTimes = 0, blockNum = 0, dstGap = 0;
@@ -881,7 +883,7 @@ inline void InitConstValue(const LocalTensor<T> &dst, const InitConstValueParams
     for (uint64_t i = 0; i < bytes / sizeof(T); ++i) dst.Ptr()[i] = (T)(float)p.initValue;
 }
 
-// LoadData 2D L1 -> L0A/L0B (atlasascendc_api_07_0238): repeatTimes fractals of 512 bytes,
+// LoadData 2D L1 -> L0A/L0B (API reference: "LoadData", 2D): repeatTimes fractals of 512 bytes,
 // the i-th from fractal startIndex + i * srcStride, to consecutive fractals of dst; with
 // ifTranspose each 16x16 fractal is transposed on the way
 struct LoadData2DParams {
@@ -914,7 +916,7 @@ inline void LoadData(const LocalTensor<T> &dst, const LocalTensor<T> &src, const
     }
 }
 
-// Mmad (atlasascendc_api_07_0249): C (L0C, f32 NZ) = or += A (L0A zZ) x B (L0B nZ), whole
+// Mmad (API reference: "Mmad"): C (L0C, f32 NZ) = or += A (L0A zZ) x B (L0B nZ), whole
 // 16-element fractals; f32 accumulation
 struct MmadParams {
     uint16_t m = 0, n = 0, k = 0;
@@ -953,7 +955,7 @@ inline void Mmad(const LocalTensor<C> &dst, const LocalTensor<A> &fm, const Loca
         }
 }
 
-// Fixpipe L0C -> GM (atlasascendc_api_07_0251): NZ -> ND (CFG_ROW_MAJOR), mSize x nSize, with
+// Fixpipe L0C -> GM (API reference: "Fixpipe"): NZ -> ND (CFG_ROW_MAJOR), mSize x nSize, with
 // the quantPre cast; srcStride = rows between the NZ column blocks of L0C, dstStride = ND row
 // stride in elements
 enum class QuantMode_t { NoQuant, F322F16, F322BF16 };
