@@ -8,6 +8,9 @@
 Heads are Llama-3-8B's (32 query heads, 8 KV heads, d = 128), f16, KV block size 128. Every
 number is the simulator's cycle model (codegen/ascend/attention/sim.py), NOT a measurement:
 no Ascend hardware was used. Run: .venv/bin/python benchmarks/bench_ascend_attention.py
+With --twin every launch also runs its emitted Ascend C on the API twin (ascendc-cpu backend)
+and the table gains the largest difference between the two outputs (the same program run
+twice: by the simulator and as compiled C++).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ G = HQ // HKV
 TARGET = "ascend910b2"
 HOST_LAUNCH_US = 5.0       # assumption, not measured: host-side cost of one kernel launch
 TILE = {"prefill": 128, "verify": 32, "decode": 16}      # per-stage kernels' BM
+TWIN = {"on": False}        # --twin: also run each launch's emitted Ascend C on the API twin
 
 
 def launch(case, stages, bm, bn=64, pipeline=None, tiles=None):
@@ -52,7 +56,22 @@ def launch(case, stages, bm, bn=64, pipeline=None, tiles=None):
             "scale": case.scale}
     classes = tuple(sorted(set(rows.values()))) if tiles else None
     st = run(k, args, TARGET, pipeline=pipeline, assignment=p.assignment, classes=classes)
+    st.twin_diff = twin_diff(k, args, st.pipeline, classes) if TWIN["on"] else None
     return st, p.num_tasks
+
+
+def twin_diff(k, args, pipeline, classes) -> float:
+    """Largest |O_twin - O_sim| of the same launch's emitted Ascend C on the API twin."""
+    from codegen.ascend.ascendc_cpu import run as twin_run
+    a = dict(args, O=np.zeros_like(args["O"]))
+    twin_run(k, a, TARGET, pipeline=pipeline, classes=classes)
+    d = np.abs(a["O"].astype(np.float32) - args["O"].astype(np.float32))
+    return float(d.max()) if np.isfinite(a["O"].astype(np.float32)).all() else float("nan")
+
+
+def agree(*sts) -> str:
+    ds = [s.twin_diff for s in sts if s is not None and s.twin_diff is not None]
+    return f"{max(ds):.1e}" if ds else "not run"
 
 
 def us(cycles):
@@ -76,8 +95,9 @@ def table_a(sizes):
                                  ("tiles 16/32/64", 64, {"decode": 16, "verify": 32,
                                                          "prefill": 64})):
             st, ntask = launch(case, case.stages, bm, tiles=tiles)
-            metas.append((st.cycles, label, st.pipeline, ntask))
-        meta_cyc, meta_bm, meta_pipe, meta_tasks = min(metas)
+            metas.append((st.cycles, label, st.pipeline, ntask, st))
+        meta_cyc, meta_bm, meta_pipe, meta_tasks = min(m[:4] for m in metas)
+        sts = [m[4] for m in metas]
         per, per_desc = 0, []
         for kind in ("prefill", "decode", "verify"):
             sub = [s for s in case.stages if s.kind == kind]
@@ -90,17 +110,19 @@ def table_a(sizes):
                 if best is None or st.cycles < best.cycles:
                     best = st
             per += best.cycles
+            sts.append(best)
             per_desc.append(f"{kind} BM={TILE[kind]} {best.pipeline} {us(best.cycles):.1f}")
-        other = [f"{lab}: {us(c):.1f}" for c, lab, _, _ in metas]
+        other = [f"{lab}: {us(c):.1f}" for c, lab, *_ in metas]
         rows.append((f"1 prefill(256 @ctx 256) + {n_dec} decodes + 3 verifies",
                      f"{us(meta_cyc):.1f} ({meta_bm}, {meta_pipe}; {', '.join(other)})",
                      f"{us(per):.1f} ({'; '.join(per_desc)})",
                      f"{per / meta_cyc:.2f}",
-                     f"{(us(per) + 3 * HOST_LAUNCH_US) / (us(meta_cyc) + HOST_LAUNCH_US):.2f}"))
+                     f"{(us(per) + 3 * HOST_LAUNCH_US) / (us(meta_cyc) + HOST_LAUNCH_US):.2f}",
+                     agree(*sts)))
     print("\n### (a) one Meta-Attention launch vs per-stage kernels (MODELLED, ascend910b2)\n")
     print("| batch | one launch, µs | per-stage launches, µs (sum) | per-stage / one launch "
-          "(device) | same, + 5 µs host cost per launch (assumed) |")
-    print("| --- | --- | --- | ---: | ---: |")
+          "(device) | same, + 5 µs host cost per launch (assumed) | twin vs simulator, max |ΔO| |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
     for r in rows:
         print("| " + " | ".join(r) + " |")
 
@@ -117,8 +139,8 @@ def table_b():
         ("long KV: 64-token chunk after 4032 cached", 64, [prefill(64, 4032)]),
     ]
     print("\n### (b) the three pipelines (MODELLED, ascend910b2)\n")
-    print("| batch | BM | pipeline | µs | Cube busy | Vector busy | rule picks |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | --- |")
+    print("| batch | BM | pipeline | µs | Cube busy | Vector busy | rule picks | twin vs simulator, max |ΔO| |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: |")
     for name, bm, spec in batches:
         case = make_attention_case(rng, spec, HQ, HKV, D, BS, DT)
         picked = launch(case, case.stages, bm)[0].pipeline
@@ -126,23 +148,26 @@ def table_b():
             try:
                 st, _ = launch(case, case.stages, bm, pipeline=pipe)
             except ValueError:
-                print(f"| {name} | {bm} | {pipe} | n/a: KV longer than the 3-stage window | | | |")
+                print(f"| {name} | {bm} | {pipe} | n/a: KV longer than the 3-stage window | | | | |")
                 continue
             except AscendLegalityError as e:
                 m = re.search(r"UB buffers need \d+ bytes but only \d+ bytes", str(e))
-                print(f"| {name} | {bm} | {pipe} | n/a: {m.group(0) if m else e} | | | |")
+                print(f"| {name} | {bm} | {pipe} | n/a: {m.group(0) if m else e} | | | | |")
                 continue
             span = sum(st.group_cycles)
             cube = st.busy.get("AIC.CUBE", 0) / span
             vec = st.busy.get("AIV.VECTOR", 0) / (2 * span)
             print(f"| {name} | {bm} | {pipe} | {us(st.cycles):.1f} | {cube:.1%} | {vec:.1%} | "
-                  f"{'yes' if pipe == picked else ''} |")
+                  f"{'yes' if pipe == picked else ''} | {agree(st)} |")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one small mixed batch only")
+    ap.add_argument("--twin", action="store_true",
+                    help="also run every launch's emitted Ascend C on the API twin and compare")
     a = ap.parse_args()
+    TWIN["on"] = a.twin
     t0 = time.time()
     print(f"machine: {platform.machine()}, nproc {os.cpu_count()}, Python "
           f"{platform.python_version()}; modelled target {TARGET} (no Ascend hardware); "

@@ -122,6 +122,15 @@ _ATTN_FILES = {"q": "Q", "kc": "KC", "vc": "VC", "bt": "BT", "tasks": "TASKS", "
                "o": "O"}
 
 
+def _file_map(reads: list[str], tensors: dict, attention: bool) -> dict:
+    """Launcher file stem -> kernel argument; vector launchers use the argument names as is."""
+    if attention:
+        return _ATTN_FILES
+    if "a" in reads:            # a GEMM launcher: b.bin holds W for the transposed kernel
+        return {**_GEMM_FILES, **({"b": "W"} if "W" in tensors else {})}
+    return {}
+
+
 def _attention_argv(a: dict) -> dict:
     q, kc, bt = a["Q"], a["KC"], a["BT"]
     return {"T": q.shape[0], "HQ": q.shape[1], "HKV": kc.shape[2], "NB": kc.shape[0],
@@ -153,8 +162,7 @@ def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = Non
     exe = build(files, name)
     argv_names, reads, writes = _usage(files["main.cpp"])
     attn = "TASKS" in launch.tensors
-    fmap = _ATTN_FILES if attn else {k: ("W" if k == "b" and "W" in launch.tensors else v)
-                                     for k, v in _GEMM_FILES.items()} if "a" in reads else {}
+    fmap = _file_map(reads, launch.tensors, attn)
     values = {**launch.dims, **launch.scalars, **(_attention_argv(launch.tensors) if attn else {})}
     argv = []
     for n in argv_names:

@@ -109,6 +109,39 @@ def test_twin_reports_dependent_vector_ops_without_a_pipe_barrier(tmp_path):
     assert _run_kernel(tmp_path, body.replace("Adds", "PipeBarrier<PIPE_V>();\n        Adds")).returncode == 0
 
 
+def test_twin_reports_a_copy_overwriting_what_the_vector_unit_still_reads(tmp_path):
+    # MTE2 refills a UB buffer the vector unit read, with no V -> MTE2 flag: write-after-read
+    body = """LocalTensor<float> a = aBuf.Get<float>(), b = bBuf.Get<float>();
+        Duplicate(a, 1.0f, 64);
+        SetFlag<HardEvent::V_MTE2>(1);      // hands the Duplicate's write over, not the read below
+        WaitFlag<HardEvent::V_MTE2>(1);
+        PipeBarrier<PIPE_V>();
+        Adds(b, a, 1.0f, 64);
+        GlobalTensor<float> g;
+        g.SetGlobalBuffer((__gm__ float *)gm, 64);
+        DataCopyPad(a, g, DataCopyExtParams{1, 256, 0, 0, 0}, DataCopyPadExtParams<float>{});"""
+    src = _kernel(body, "uint8_t *gm = nullptr;").replace("struct K {", "inline uint8_t *g_gm = nullptr;\nstruct K {")
+    src = src.replace("uint8_t *gm = nullptr;", "uint8_t *gm = g_gm;")
+    for extra, rc in (("", 3), ("SetFlag<HardEvent::V_MTE2>(0);\n        WaitFlag<HardEvent::V_MTE2>(0);\n        ", 0)):
+        text = src.replace("        DataCopyPad(a, g,", "        " + extra + "DataCopyPad(a, g,") + """
+#include "acl/acl.h"
+int main() {
+    void *p = nullptr;
+    aclrtMalloc(&p, 256, ACL_MEM_MALLOC_HUGE_FIRST);
+    g_gm = (uint8_t *)p;
+    return (int)twin::Run(twin::Launch::AIV_ONLY, 1, [] { K k; k.Run(); });
+}
+"""
+        (tmp_path / "k.cpp").write_text(text)
+        c = subprocess.run(["g++", "-std=c++17", "-O0", "-pthread", "-w", "-I", str(TWIN), "k.cpp", "-o", "k"],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert c.returncode == 0, c.stderr[:2000]
+        r = subprocess.run([str(tmp_path / "k")], capture_output=True, text=True, timeout=60)
+        assert r.returncode == rc, r.stderr
+        if rc:
+            assert "PIPE_MTE2 overwrites UB" in r.stderr and "PIPE_V of AIV0 read" in r.stderr
+
+
 def test_twin_reports_misaligned_reduction_destination(tmp_path):
     body = """LocalTensor<float> a = aBuf.Get<float>(), b = bBuf.Get<float>();
         Duplicate(a, 1.0f, 64);

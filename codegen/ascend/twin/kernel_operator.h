@@ -419,8 +419,7 @@ public:
     template <TPosition P, int32_t depth>
     void InitBuffer(TQue<P, depth> &q, uint8_t num, uint32_t len, twin::Loc loc = twin::Loc::Here())
     {
-        if (num < 1 || num > 2 + (depth > 2 ? depth : 0))
-            twin::Die("%s:%d: InitBuffer with %u buffers", loc.file, loc.line, num);
+        if (num < 1) twin::Die("%s:%d: InitBuffer of a queue with no buffers", loc.file, loc.line);
         q.len = len;
         q.owner = &twin::Cur();
         for (int i = 0; i < num; ++i) {

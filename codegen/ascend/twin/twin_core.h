@@ -109,7 +109,6 @@ struct SubCore {
     uint32_t used[NSPACE] = {};     // bytes handed out by TPipe::InitBuffer
     std::map<std::array<int, 3>, Clock> events;     // (src pipe, dst pipe, id) -> setter's clock
     void *pipe = nullptr;           // the TPipe constructed on this sub-core
-    int nextEvent[16] = {};
 
     int Id(int p) const { return sub * NPIPE + p; }
     // an instruction on pipe p: its stamp; in-order pipes know their own past, PIPE_V only
@@ -193,7 +192,7 @@ inline void Access(std::vector<Shadow> &sh, uint32_t epoch, size_t off, size_t l
             for (int r = 0; r < NID; ++r) {
                 // a scalar load completes before the scalar unit issues anything after it, so
                 // a read by this sub-core's PIPE_S never races a later write
-                if (s.rclk[r] && r != me && r % NPIPE != P_V && r != c.Id(P_S) && k.c[r] < s.rclk[r]) {
+                if (s.rclk[r] && r != me && r != c.Id(P_S) && k.c[r] < s.rclk[r]) {
                     Die("%s:%d: race: %s overwrites %s (block 0x%zx) that %s of %s read at line %d "
                         "with no flag ordering that read first (%s, core %lld)",
                         loc.file, loc.line, PipeName(pipe), what, b * 32, PipeName(r % NPIPE),
@@ -252,11 +251,6 @@ inline Group *&CurGroup()
 }
 
 using KernelFn = std::function<void()>;
-inline Launch &DeclaredType()
-{
-    thread_local Launch t = Launch::AIV_ONLY;
-    return t;
-}
 inline Launch &LaunchType()
 {
     static Launch t = Launch::AIV_ONLY;
