@@ -146,16 +146,18 @@ def _as_bin(a: np.ndarray) -> bytes:
 
 
 def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = None,
-        pipeline: str | None = None) -> None:
+        pipeline: str | None = None, classes: tuple | None = None) -> None:
     """Run ``kernel``'s emitted Ascend C on the twin with numpy ``args``; outputs in place.
     Meta-Attention runs the program the simulator would (``pipeline`` None: chosen from the
-    task table, as ``codegen.ascend.attention.run`` does)."""
+    task table, as ``codegen.ascend.attention.run`` does; ``classes``: tile rows of a
+    multi-class program)."""
     from . import emit
     from .dispatch import attention_module, classify
     launch = bind(kernel, args)
     if classify(kernel) == "attention":
         mod = attention_module()
-        files = mod.emit_attention(mod.program_for(kernel, launch.tensors, target, pipeline)).files()
+        prog = mod.program_for(kernel, launch.tensors, target, pipeline, classes=classes)
+        files = mod.emit_attention(prog).files()
     else:
         files = emit(kernel, target)
     name = kernel.name
