@@ -11,8 +11,8 @@ counter set more than 15 times ahead (the 910B counter holds 16).
 
 The three instruction streams are interleaved cooperatively: a core runs until a
 CrossCoreWaitFlag finds its counter at 0, then the next core runs. Timing: per-pipe in-order
-clocks per core; a cross-core wait moves the waiting pipe's clock to the set's time plus
-``XCORE_LATENCY``. A group's time is its latest pipe clock; the launch's time is the slowest
+clocks per core; a cross-core wait moves every pipe clock of the waiting sub-core to at least
+the set's time plus ``XCORE_LATENCY`` (on A2 the wait holds back all pipes, not only its own). A group's time is its latest pipe clock; the launch's time is the slowest
 group's plus ``LAUNCH_CYCLES``. Tasks run back to back on a group, so loads of one task
 overlap compute of the previous one where the flags allow.
 """
@@ -339,7 +339,11 @@ def run_group(prog, tgt, tensors, scalars, tasks, mine, streams=None):
                         break
                     time, grants = q.popleft()
                     ws.grant(core.name, grants)
-                    core.m.clock[ins.pipe] = max(core.m.clock[ins.pipe], time + XCORE_LATENCY)
+                    # on A2 a cross-core wait holds back every pipe of the sub-core, not only
+                    # the one it is issued on: nothing after it starts before the release
+                    release = max(core.m.clock[ins.pipe], time + XCORE_LATENCY)
+                    for p in core.m.clock:
+                        core.m.clock[p] = max(core.m.clock[p], release)
                 elif isinstance(ins, CrossCoreSetFlag):
                     setflag(core, ins)
                 else:
