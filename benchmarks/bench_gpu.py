@@ -139,7 +139,8 @@ def tilec_launcher(kernel, args):
     grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
     if any(g == 0 for g in grid):
         return lambda: None
-    return lambda: fn[grid](*call)
+    opts = TT.launch_options(TT.Signature.of(kernel))   # the warps/stages the runtime launches with
+    return lambda: fn[grid](*call, **opts)
 
 
 # ----------------------------------------------------------------------------- tutorial matmul

@@ -26,7 +26,8 @@ from tilec.ir.core import Kernel
 
 from .emit import TritonUnsupported, check_supported, emit_source
 
-__all__ = ["run", "emit", "compile", "entry_files", "load", "num_warps_for", "TritonKernel", "TritonUnsupported", "interpreting"]
+__all__ = ["run", "emit", "compile", "entry_files", "launch_options", "load", "num_warps_for",
+           "TritonKernel", "TritonUnsupported", "interpreting"]
 
 # a variant this backend cannot build (e.g. a tile extent that is not a power of 2): the
 # compile cache skips it with the one-line reason
@@ -131,7 +132,8 @@ class TritonKernel:
             x = launch.scalars[name]
             call.append(bool(x) if dt == "bool" else int(x) if D.is_int(dt) else float(x))
         g = launch.grid
-        self.fn[tuple(g) + (1,) * (3 - len(g))](*call)
+        # the same warps / stages the entry's ahead-of-time binary and its spill check used
+        self.fn[tuple(g) + (1,) * (3 - len(g))](*call, **launch_options(self.signature))
         for orig, x in back:
             _write_back(orig, x)
 
@@ -152,6 +154,14 @@ def compile(kernel: Kernel) -> TritonKernel:      # noqa: A001 (the backend API'
     tk = TritonKernel(src, Signature.of(kernel))
     _CACHE[key] = (kernel, tk)
     return tk
+
+
+def launch_options(signature: Signature) -> dict:
+    """num_warps / num_stages of a variant, by the stated rule (num_warps_for; Triton's
+    default 3 stages) until GPU tuning picks them: what the sm_90 binary of an artifact entry
+    is compiled with, what its spill check saw, and what every launch passes."""
+    from .aot import DEFAULT_STAGES
+    return {"num_warps": num_warps_for(signature), "num_stages": DEFAULT_STAGES}
 
 
 def num_warps_for(signature: Signature) -> int:
@@ -175,7 +185,7 @@ def entry_files(kernel: Kernel, target: str) -> tuple[dict[str, str | bytes], di
         from .aot import compile_gpu
         sig = Signature.of(kernel)
         arch = int(t.arch.removeprefix("sm_"))
-        bins, info["gpu"] = compile_gpu(src, sig, arch, num_warps=num_warps_for(sig))
+        bins, info["gpu"] = compile_gpu(src, sig, arch, **launch_options(sig))
         files.update(bins)
     return files, info
 

@@ -261,3 +261,27 @@ def test_cuda_attention_matches_reference():
     _, args = attention_args(case, 16)
     [(ref, tri)] = _both(kern, args, ["O"])
     _close(tri, ref, dt)
+
+
+def test_launch_uses_the_warps_and_stages_of_the_variants_gpu_binary(monkeypatch):
+    # the sm_90 binary of an artifact entry (and its spill check) is compiled with
+    # launch_options(); a launch must ask Triton for the same, not its defaults
+    import codegen.triton as TT
+    from codegen.signature import Signature
+    from tilec.selftest import specialise
+    big = specialise("smooth_gemm_t", DT="f16", BM=128, BN=128, BK=32)
+    small = specialise("smooth_gemm_t", DT="f16", BM=16, BN=32, BK=32)
+    assert TT.launch_options(Signature.of(big)) == {"num_warps": 8, "num_stages": 3}
+    assert TT.launch_options(Signature.of(small))["num_warps"] == 4
+    seen = []
+
+    class Fn:
+        def __getitem__(self, grid):
+            return lambda *a, **kw: seen.append(kw)
+    for k in (big, small):
+        tk = TT.compile(k)
+        monkeypatch.setattr(tk, "fn", Fn())
+        a = np.ones((3, 32), np.float16)
+        w = np.ones((40, 32), np.float16)
+        tk(A=a, W=w, C=np.zeros((3, 40), np.float16))
+    assert seen == [TT.launch_options(Signature.of(big)), TT.launch_options(Signature.of(small))]
