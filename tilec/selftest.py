@@ -66,13 +66,18 @@ def _err(actual, expected, dtype):
     return float(diff.max()) if diff.size else 0.0, ok
 
 
-def _attempt(run_, kern, args) -> str:
-    """Run one case; a backend that cannot run it fails the case with why ("" when it ran)."""
+def _case(kernel: str, label: str, run_, kern, args: dict, out, expected, dtype) -> Result:
+    """Run one case and check ``out`` against the oracle (``expected()``, computed after the
+    run); a backend that cannot run the case fails it, with why."""
+    t0 = time.perf_counter()
     try:
         run_(kern, args)
     except Exception as e:
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return ""
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return Result(kernel, label, float("nan"), False, time.perf_counter() - t0, why)
+    seconds = time.perf_counter() - t0
+    err, ok = _err(out, expected(), dtype)
+    return Result(kernel, label, err, ok, seconds)
 
 
 def gemm_cases(quick: bool):
@@ -95,14 +100,8 @@ def run_gemm(backend, quick, rng):
         b = _rand(rng, (n, k) if trans else (k, n), dt)
         c = np.full((m, n), np.nan, D.to_numpy(dt))
         label = f"{dt} M={m} N={n} K={k}{' (N,K static)' if extra else ''}"
-        t0 = time.perf_counter()
-        failed = _attempt(run_, kern, {"A": a, ("W" if trans else "B"): b, "C": c})
-        if failed:
-            yield Result(name, label, float("nan"), False, time.perf_counter() - t0, failed)
-            continue
-        dt_s = time.perf_counter() - t0
-        err, ok = _err(c, O.gemm_oracle(a, b, trans_b=trans), dt)
-        yield Result(name, label, err, ok, dt_s)
+        yield _case(name, label, run_, kern, {"A": a, ("W" if trans else "B"): b, "C": c}, c,
+                    lambda: O.gemm_oracle(a, b, trans_b=trans), dt)
 
 
 def run_layers(backend, quick, rng):
@@ -112,34 +111,24 @@ def run_layers(backend, quick, rng):
             x, w = _rand(rng, (m, n), dt), _rand(rng, (n,), dt)
             y = np.full((m, n), np.nan, D.to_numpy(dt))
             kern = specialise("rmsnorm", DT=dt, BM=4, BN=1024 if n > 128 else 128)
-            t0 = time.perf_counter()
-            if (why := _attempt(run_, kern, {"X": x, "W": w, "Y": y, "eps": 1e-6})):
-                yield Result("rmsnorm", f"{dt} M={m} N={n}", float("nan"), False, time.perf_counter() - t0, why)
-                continue
-            err, ok = _err(y, O.rmsnorm_oracle(x, w, 1e-6), dt)
-            yield Result("rmsnorm", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
+            yield _case("rmsnorm", f"{dt} M={m} N={n}", run_, kern,
+                        {"X": x, "W": w, "Y": y, "eps": 1e-6}, y,
+                        lambda: O.rmsnorm_oracle(x, w, 1e-6), dt)
         for m, n in ((3, 100), (40, 300)):
             g, u = _rand(rng, (m, n), dt), _rand(rng, (m, n), dt)
             y = np.full((m, n), np.nan, D.to_numpy(dt))
             kern = specialise("silu_mul", DT=dt)
-            t0 = time.perf_counter()
-            if (why := _attempt(run_, kern, {"G": g, "U": u, "Y": y})):
-                yield Result("silu_mul", f"{dt} M={m} N={n}", float("nan"), False, time.perf_counter() - t0, why)
-                continue
-            err, ok = _err(y, O.silu_mul_oracle(g, u), dt)
-            yield Result("silu_mul", f"{dt} M={m} N={n}", err, ok, time.perf_counter() - t0)
+            yield _case("silu_mul", f"{dt} M={m} N={n}", run_, kern, {"G": g, "U": u, "Y": y}, y,
+                        lambda: O.silu_mul_oracle(g, u), dt)
         for t, h, d in ((1, 2, 64), (19, 3, 128)):
             x = _rand(rng, (t, h, d), dt)
             pos = rng.integers(0, 300, size=t).astype(np.int32)
             cos, sin = O.rope_cache(512, d)
             y = np.full((t, h, d), np.nan, D.to_numpy(dt))
             kern = specialise("rope", DT=dt, D=d, HALF=d // 2)
-            t0 = time.perf_counter()
-            if (why := _attempt(run_, kern, {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y})):
-                yield Result("rope", f"{dt} T={t} H={h} D={d}", float("nan"), False, time.perf_counter() - t0, why)
-                continue
-            err, ok = _err(y, O.rope_oracle(x, pos, cos, sin), dt)
-            yield Result("rope", f"{dt} T={t} H={h} D={d}", err, ok, time.perf_counter() - t0)
+            yield _case("rope", f"{dt} T={t} H={h} D={d}", run_, kern,
+                        {"X": x, "P": pos, "COS": cos, "SIN": sin, "Y": y}, y,
+                        lambda: O.rope_oracle(x, pos, cos, sin), dt)
 
 
 def attention_args(case, bm: int, num_cores: int = 4):

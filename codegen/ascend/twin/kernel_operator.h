@@ -7,6 +7,7 @@
 // compile error or a run-time report with the kernel line, never silently accepted.
 #pragma once
 #include <cmath>
+#include <initializer_list>
 #include <type_traits>
 
 #include "twin_core.h"
@@ -83,6 +84,15 @@ public:
     uint32_t len = 0;               // bytes to the end of the buffer the view came from
     twin::SubCore *owner = nullptr;
 
+    static LocalTensor View(TPosition p, uint32_t off, uint32_t len, twin::SubCore *owner)
+    {
+        LocalTensor t;
+        t.space = SpaceOf(p);
+        t.off = off;
+        t.len = len;
+        t.owner = owner;
+        return t;
+    }
     LocalTensor operator[](uint32_t i) const
     {
         LocalTensor t = *this;
@@ -308,12 +318,7 @@ public:
     LocalTensor<T> Get(twin::Loc loc = twin::Loc::Here())
     {
         if (!owner) twin::Die("%s:%d: TBuf::Get before TPipe::InitBuffer", loc.file, loc.line);
-        LocalTensor<T> t;
-        t.space = SpaceOf(P);
-        t.off = off;
-        t.len = len;
-        t.owner = owner;
-        return t;
+        return LocalTensor<T>::View(P, off, len, owner);
     }
 };
 
@@ -350,12 +355,7 @@ public:
             Pipes(prod, cons);
             if (s.freed) owner->vc[prod].Merge(s.freeClk);     // wait for the consumer's release
             s.state = 1;
-            LocalTensor<T> t;
-            t.space = SpaceOf(P);
-            t.off = s.off;
-            t.len = len;
-            t.owner = owner;
-            return t;
+            return LocalTensor<T>::View(P, s.off, len, owner);
         }
         twin::Die("%s:%d: AllocTensor: all %zu buffers of the queue are in use", loc.file, loc.line, slots.size());
     }
@@ -379,12 +379,7 @@ public:
         Pipes(prod, cons);
         owner->vc[cons].Merge(s.enqClk);
         s.state = 3;
-        LocalTensor<T> t;
-        t.space = SpaceOf(P);
-        t.off = s.off;
-        t.len = len;
-        t.owner = owner;
-        return t;
+        return LocalTensor<T>::View(P, s.off, len, owner);
     }
     template <typename T>
     void FreeTensor(const LocalTensor<T> &t, twin::Loc loc = twin::Loc::Here())
@@ -708,37 +703,35 @@ inline void CompareCheck(const char *api, CMPMODE mode, uint32_t count, const tw
         twin::Die("%s:%d: %s: count %u x %zu bytes is not a whole number of 256-byte repeats", loc.file, loc.line, api,
                   count, sizeof(T));
 }
-template <typename T, typename U>
-inline void CompareScalar(const LocalTensor<U> &dst, const LocalTensor<T> &src0, const T src1Scalar, CMPMODE cmpMode,
-                          uint32_t count, twin::Loc loc = twin::Loc::Here())
+// one compare instruction: bit i of dst = pred(i); reads the sources, writes count / 8 bytes
+template <typename T, typename U, typename Pred>
+inline void CompareBits(const char *api, const LocalTensor<U> &dst, CMPMODE mode, uint32_t count,
+                        std::initializer_list<const LocalTensor<T> *> srcs, Pred pred, const twin::Loc &loc)
 {
-    CompareCheck<T, U>("CompareScalar", cmpMode, count, loc);
-    detail::Need(dst, count / 8, twin::UB, "CompareScalar", "dst", loc);
-    detail::Need(src0, count, twin::UB, "CompareScalar", "src0", loc);
+    CompareCheck<T, U>(api, mode, count, loc);
+    detail::Need(dst, count / 8, twin::UB, api, "dst", loc);
+    for (auto *src : srcs) detail::Need(*src, count, twin::UB, api, "src", loc);
     uint32_t st = twin::Cur().Issue(twin::P_V);
-    detail::Touch(src0, count * sizeof(T), twin::P_V, false, st, loc);
+    for (auto *src : srcs) detail::Touch(*src, count * sizeof(T), twin::P_V, false, st, loc);
     detail::Touch(dst, count / 8, twin::P_V, true, st, loc);
     uint8_t *d = dst.Ptr();
     std::memset(d, 0, count / 8);
     for (uint32_t i = 0; i < count; ++i)
-        if (CmpOne(cmpMode, src0.Ptr()[i], src1Scalar)) d[i / 8] |= (uint8_t)(1u << (i % 8));
+        if (pred(i)) d[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+template <typename T, typename U>
+inline void CompareScalar(const LocalTensor<U> &dst, const LocalTensor<T> &src0, const T src1Scalar, CMPMODE cmpMode,
+                          uint32_t count, twin::Loc loc = twin::Loc::Here())
+{
+    CompareBits<T, U>("CompareScalar", dst, cmpMode, count, {&src0},
+                      [&](uint32_t i) { return CmpOne(cmpMode, src0.Ptr()[i], src1Scalar); }, loc);
 }
 template <typename T, typename U>
 inline void Compare(const LocalTensor<U> &dst, const LocalTensor<T> &src0, const LocalTensor<T> &src1, CMPMODE cmpMode,
                     uint32_t count, twin::Loc loc = twin::Loc::Here())
 {
-    CompareCheck<T, U>("Compare", cmpMode, count, loc);
-    detail::Need(dst, count / 8, twin::UB, "Compare", "dst", loc);
-    detail::Need(src0, count, twin::UB, "Compare", "src0", loc);
-    detail::Need(src1, count, twin::UB, "Compare", "src1", loc);
-    uint32_t st = twin::Cur().Issue(twin::P_V);
-    detail::Touch(src0, count * sizeof(T), twin::P_V, false, st, loc);
-    detail::Touch(src1, count * sizeof(T), twin::P_V, false, st, loc);
-    detail::Touch(dst, count / 8, twin::P_V, true, st, loc);
-    uint8_t *d = dst.Ptr();
-    std::memset(d, 0, count / 8);
-    for (uint32_t i = 0; i < count; ++i)
-        if (CmpOne(cmpMode, src0.Ptr()[i], src1.Ptr()[i])) d[i / 8] |= (uint8_t)(1u << (i % 8));
+    CompareBits<T, U>("Compare", dst, cmpMode, count, {&src0, &src1},
+                      [&](uint32_t i) { return CmpOne(cmpMode, src0.Ptr()[i], src1.Ptr()[i]); }, loc);
 }
 
 // Select (API reference: "Select"; the vsel intrinsic page cceapi_0039): a set bit of selMask picks src0, a clear bit src1
