@@ -165,7 +165,11 @@ def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = Non
     argv_names, reads, writes = _usage(files["main.cpp"])
     attn = "TASKS" in launch.tensors
     fmap = _file_map(reads, launch.tensors, attn)
-    values = {**launch.dims, **launch.scalars, **(_attention_argv(launch.tensors) if attn else {})}
+    # the launcher's arguments: the launch's dims and scalars; a GEMM launcher also takes N and
+    # K when the variant fixed them (its tiling carries them), read off the operands
+    t = launch.tensors
+    gemm = {"M": t["A"].shape[0], "K": t["A"].shape[1], "N": t["C"].shape[1]} if "a" in reads else {}
+    values = {**gemm, **launch.dims, **launch.scalars, **(_attention_argv(t) if attn else {})}
     argv = []
     for n in argv_names:
         if n not in values:
