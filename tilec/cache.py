@@ -608,6 +608,29 @@ def _commit(d: Path, results: list[JobResult], version: str) -> tuple[int, int]:
     return written, already
 
 
+def _drop_other_versions(d: Path, version: str) -> int:
+    """Remove the entries (and skip records) another compiler version built: this version can
+    never use them (its keys differ) and the runtime refuses a directory that mixes versions,
+    so compiling into the directory again is what brings it up to date. Tuned tables stay:
+    the runtime names a stale one and the tune command that replaces it."""
+    with _lock(d):
+        m = read_manifest(d, must_exist=False)
+        stale = [k for k, e in m["entries"].items() if e.get("compiler_version") != version]
+        stale_skip = [k for k, e in m.get("skipped", {}).items() if e.get("compiler_version") != version]
+        if not (stale or stale_skip):
+            return 0
+        for k in stale:
+            del m["entries"][k]
+        for k in stale_skip:
+            del m["skipped"][k]
+        _write_atomic(d / MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + "\n").encode(), sync=True)
+        for k in stale:
+            p = d / ENTRIES / k
+            if p.exists() or p.is_symlink():
+                _remove(d, f"{ENTRIES}/{k}")
+    return len(stale)
+
+
 def _repair(d: Path) -> None:
     """Remove what a killed compile left: temporaries only ever exist while a process holds
     the lock, so under the lock any that remain are a dead process's."""
@@ -627,6 +650,7 @@ class CompileStats:
     errors: list = field(default_factory=list)
     skipped: list = field(default_factory=list)   # "kernel binding on target: reason"
     seconds: float = 0.0
+    superseded: int = 0     # entries of another compiler version removed from the directory
 
 
 def compile_jobs(jobs: list[Job], out: str | Path, workers: int = 1,
@@ -647,8 +671,9 @@ def compile_jobs(jobs: list[Job], out: str | Path, workers: int = 1,
             raise CacheError(f"{d / sub}: a symlink or not a directory; refusing to write through it")
     _repair(d)
     version = compiler_version()
+    superseded = _drop_other_versions(d, version)
     known = _intact_keys(d, read_manifest(d, must_exist=False))
-    stats = CompileStats(total=len(jobs))
+    stats = CompileStats(total=len(jobs), superseded=superseded)
     pending: list[JobResult] = []
 
     def flush():

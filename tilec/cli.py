@@ -260,7 +260,8 @@ def compile_cmd(sources, target_list, out, backend, jobs_n, kernels, variants_pa
     the kernel library with its variant spaces. Unchanged entries are cache hits."""
     import os
 
-    from tilec.cache import CacheError, SkipTarget, backend_for_target, compile_jobs, library_jobs, source_jobs
+    from tilec.cache import (CacheError, SkipTarget, backend_for_target, compile_jobs, compiler_version,
+                             library_jobs, source_jobs)
     from tilec.variants import VariantError
     tbs = []
     try:
@@ -306,6 +307,9 @@ def compile_cmd(sources, target_list, out, backend, jobs_n, kernels, variants_pa
     bar.close()
     for err in stats.errors:
         click.echo(err, err=True)
+    if stats.superseded:
+        click.echo(f"removed {stats.superseded} entries an earlier tilec built (this is tilec "
+                   f"{compiler_version()}; their keys can never match)")
     click.echo(f"compiled {stats.compiled}, cache hits {stats.hits}"
                + (f", failed {stats.failed}" if stats.failed else "")
                + (f", skipped {len(stats.skipped)} (not legal on their target; see tilec ls)"

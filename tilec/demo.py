@@ -120,6 +120,8 @@ def run_demo(out="artifacts", layers: int = 2, steps: int = 2, budget: int = 64,
     per = {}
     for j in jobs:
         per[j.target] = per.get(j.target, 0) + 1
+    if st.superseded:
+        echo(f"   removed {st.superseded} entries an earlier tilec built (they can never match)")
     echo(f"   compiled {st.compiled}, cache hits {st.hits}, failed {st.failed} "
          f"({st.total} variants: " + ", ".join(f"{t} {n}" for t, n in per.items())
          + f") in {st.seconds:.1f}s; verify: "

@@ -136,3 +136,27 @@ def test_an_interrupted_compile_is_described_and_repaired(tmp_path):
     r = run("compile", "-k", "silu_mul", "-t", "cpu", "-o", d)  # the next compile repairs too
     assert r.exit_code == 0, r.output
     assert run("verify", d).exit_code == 0
+
+
+def test_compiling_again_replaces_what_another_tilec_version_built(tmp_path, monkeypatch):
+    # `make demo` after an update: the directory holds entries of the old compiler version; the
+    # runtime refuses mixed versions and says to recompile, so the compile must clear them
+    import json
+
+    from runtime.artifacts import open_artifacts
+    from tilec import cache
+    d = tmp_path / "arts"
+    jobs = cache.library_jobs([("cpu", "cpu")], ["rmsnorm"])[:2]
+    cache.compile_jobs(jobs, d)
+    m = json.loads((d / "manifest.json").read_text())
+    old_key = next(iter(m["entries"]))
+    m["entries"][old_key]["compiler_version"] = "0.0.1+oldoldoldold"
+    (d / "manifest.json").write_text(json.dumps(m))
+    import pytest
+    with pytest.raises(Exception, match="built by tilec 0.0.1"):
+        open_artifacts(d, backend="cpu", target="cpu")
+    st = cache.compile_jobs(jobs, d)
+    assert st.superseded == 1 and st.compiled == 1
+    assert not (d / "entries" / old_key).exists() or old_key in json.loads((d / "manifest.json").read_text())["entries"]
+    open_artifacts(d, backend="cpu", target="cpu")
+    assert cache.verify(d) == []
