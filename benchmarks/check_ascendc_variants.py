@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,25 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from codegen.ascend.ascendc_cpu import TWIN, _launch_header   # noqa: E402
+from codegen.ascend.ascendc_cpu import TWIN, syntax_errors   # noqa: E402
 from tilec import cache                                         # noqa: E402
 
 
 def check_entry(entry: Path) -> str | None:
     """None if the entry's kernel and launcher compile against the twin, else the first error."""
-    kernel = next(p for p in entry.glob("*.cpp") if p.name != "main.cpp")
-    with tempfile.TemporaryDirectory() as t:
-        t = Path(t)
-        for f in entry.iterdir():
-            if f.suffix in (".cpp", ".h"):
-                (t / f.name).write_text(f.read_text())
-        (t / f"aclrtlaunch_{kernel.stem}.h").write_text(_launch_header(kernel.stem, kernel.read_text()))
-        for src in (kernel.name, "main.cpp"):
-            r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-w", "-I", str(TWIN), "-I", ".", src],
-                               capture_output=True, text=True, cwd=t)
-            if r.returncode:
-                return f"{entry.name[:16]} {src}: {r.stderr.strip().splitlines()[0] if r.stderr else r.returncode}"
-    return None
+    name = next(p for p in entry.glob("*.cpp") if p.name != "main.cpp").stem
+    files = {f.name: f.read_text() for f in entry.iterdir() if f.suffix in (".cpp", ".h")}
+    errors = syntax_errors(files, name)
+    return f"{entry.name[:16]} {errors[0].splitlines()[0]}" if errors else None
 
 
 def main() -> int:

@@ -71,6 +71,22 @@ inline uint32_t aclrtlaunch_{name}(uint32_t blockDim, void *, {params})
 """
 
 
+def syntax_errors(files: dict[str, str], name: str) -> list[str]:
+    """``g++ -fsyntax-only`` of an emitted kernel and its launcher against the twin's typed
+    declarations: the first error line of each file that does not compile (empty: both do)."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix=f"{name}-syntax-") as t:
+        for k, text in files.items():
+            (Path(t) / k).write_text(text)
+        (Path(t) / f"aclrtlaunch_{name}.h").write_text(_launch_header(name, files[f"{name}.cpp"]))
+        for src in (f"{name}.cpp", "main.cpp"):
+            r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-w", "-I", str(TWIN), "-I", ".", src],
+                               capture_output=True, text=True, cwd=t)
+            if r.returncode:
+                out.append(f"{src}: {r.stderr.strip()[:2000]}")
+    return out
+
+
 def build(files: dict[str, str], name: str) -> Path:
     """Compile the emitted kernel and launcher against the twin; returns the executable."""
     cxx = shutil.which(os.environ.get("CXX", "g++"))

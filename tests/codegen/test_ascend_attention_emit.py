@@ -4,7 +4,6 @@ fake builds. Regenerate the golden files with
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,18 +93,10 @@ def test_tile_classes_emit_one_kernel_with_a_branch_per_class():
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ on this host")
 @pytest.mark.parametrize("pipeline,classes", [("2-stage", None), ("3-stage", None),
                                               ("4-stage", None), ("4-stage", (16, 32, 64))])
-def test_emitted_sources_compile_against_the_typed_api_declarations(tmp_path, pipeline, classes):
+def test_emitted_sources_compile_against_the_typed_api_declarations(pipeline, classes):
     # the twin's headers carry the documented signatures (codegen/ascend/twin): a call the API
     # does not allow is a compile error here, not only on a machine with CANN
-    from codegen.ascend.ascendc_cpu import TWIN, _launch_header
+    from codegen.ascend.ascendc_cpu import syntax_errors
     k = specialise("meta_attention", DT="f16", BM=64, BN=64, D=128, G=4)
     src = emit_attention(lower_attention(k, "ascend910b2", pipeline=pipeline, classes=classes))
-    files = src.files()
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "aclrtlaunch_meta_attention.h").write_text(
-        _launch_header("meta_attention", files["meta_attention.cpp"]))
-    for name in ("meta_attention.cpp", "main.cpp"):
-        r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-I", str(TWIN), "-I", str(tmp_path),
-                            str(tmp_path / name)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[:2000]
+    assert syntax_errors(src.files(), "meta_attention") == []
