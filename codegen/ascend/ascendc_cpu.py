@@ -10,6 +10,7 @@ the hash of the sources and the twin (under $TILEC_CACHE or ~/.cache/tilec/ascen
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -39,6 +40,7 @@ def _cache_dir() -> Path:
     return d
 
 
+@functools.lru_cache(maxsize=1)
 def _twin_hash() -> str:
     h = hashlib.sha256()
     for p in sorted(TWIN.rglob("*.h")):
@@ -170,7 +172,8 @@ def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = Non
     from . import emit
     from .dispatch import attention_module, classify
     launch = bind(kernel, args)
-    if classify(kernel) == "attention":
+    attn = classify(kernel) == "attention"
+    if attn:
         mod = attention_module()
         prog = mod.program_for(kernel, launch.tensors, target, pipeline, classes=classes)
         files = mod.emit_attention(prog).files()
@@ -179,7 +182,6 @@ def run(kernel, args: dict, target: str = "ascend910b2", cores: int | None = Non
     name = kernel.name
     exe = build(files, name)
     argv_names, reads, writes = _usage(files["main.cpp"])
-    attn = "TASKS" in launch.tensors
     fmap = _file_map(reads, launch.tensors, attn)
     # the launcher's arguments: the launch's dims and scalars; a GEMM launcher also takes N and
     # K when the variant fixed them (its tiling carries them), read off the operands

@@ -515,8 +515,8 @@ inline void Duplicate(const LocalTensor<T> &dst, const T &scalarValue, const int
     for (int32_t i = 0; i < count; ++i) d[i] = scalarValue;
 }
 
-#define TWIN_BINARY(NAME, PAGE, EXPR, INTS)                                                                 \
-    /* NAME (PAGE) */                                                                                       \
+#define TWIN_BINARY(NAME, EXPR, INTS)                                                                 \
+    /* API reference: NAME */                                                                                       \
     template <typename T>                                                                                   \
     inline void NAME(const LocalTensor<T> &dst, const LocalTensor<T> &src0, const LocalTensor<T> &src1,     \
                      const int32_t &count, twin::Loc loc = twin::Loc::Here())                               \
@@ -534,16 +534,16 @@ inline void Duplicate(const LocalTensor<T> &dst, const T &scalarValue, const int
             }                                                                                               \
         }                                                                                                   \
     }
-TWIN_BINARY(Add, "Add", x + y, true)
-TWIN_BINARY(Sub, "Sub", x - y, true)
-TWIN_BINARY(Mul, "Mul", x * y, true)
-TWIN_BINARY(Div, "Div", x / y, false)
-TWIN_BINARY(Max, "Max", (x > y ? x : y), true)
-TWIN_BINARY(Min, "Min", (x < y ? x : y), true)
+TWIN_BINARY(Add, x + y, true)
+TWIN_BINARY(Sub, x - y, true)
+TWIN_BINARY(Mul, x * y, true)
+TWIN_BINARY(Div, x / y, false)
+TWIN_BINARY(Max, (x > y ? x : y), true)
+TWIN_BINARY(Min, (x < y ? x : y), true)
 #undef TWIN_BINARY
 
-#define TWIN_SCALAR(NAME, PAGE, EXPR, INTS)                                                                 \
-    /* NAME (PAGE): the scalar has the tensor's element type */                                             \
+#define TWIN_SCALAR(NAME, EXPR, INTS)                                                                 \
+    /* API reference: NAME; the scalar has the tensor's element type */                                             \
     template <typename T>                                                                                   \
     inline void NAME(const LocalTensor<T> &dst, const LocalTensor<T> &src, const T &scalarValue,            \
                      const int32_t &count, twin::Loc loc = twin::Loc::Here())                               \
@@ -561,14 +561,14 @@ TWIN_BINARY(Min, "Min", (x < y ? x : y), true)
             }                                                                                               \
         }                                                                                                   \
     }
-TWIN_SCALAR(Adds, "Adds", x + y, true)
-TWIN_SCALAR(Muls, "Muls", x * y, true)
-TWIN_SCALAR(Maxs, "Maxs", (x > y ? x : y), true)
-TWIN_SCALAR(Mins, "Mins", (x < y ? x : y), true)
+TWIN_SCALAR(Adds, x + y, true)
+TWIN_SCALAR(Muls, x * y, true)
+TWIN_SCALAR(Maxs, (x > y ? x : y), true)
+TWIN_SCALAR(Mins, (x < y ? x : y), true)
 #undef TWIN_SCALAR
 
-#define TWIN_UNARY(NAME, PAGE, EXPR)                                                                        \
-    /* NAME (PAGE): half/float */                                                                           \
+#define TWIN_UNARY(NAME, EXPR)                                                                        \
+    /* API reference: NAME; half/float */                                                                           \
     template <typename T>                                                                                   \
     inline void NAME(const LocalTensor<T> &dst, const LocalTensor<T> &src, const int32_t &count,            \
                      twin::Loc loc = twin::Loc::Here())                                                     \
@@ -581,11 +581,11 @@ TWIN_SCALAR(Mins, "Mins", (x < y ? x : y), true)
             d[i] = (T)(EXPR);                                                                               \
         }                                                                                                   \
     }
-TWIN_UNARY(Exp, "Exp", std::exp(x))
-TWIN_UNARY(Rsqrt, "Rsqrt", 1.0f / std::sqrt(x))
-TWIN_UNARY(Sqrt, "Sqrt", std::sqrt(x))
-TWIN_UNARY(Reciprocal, "Reciprocal", 1.0f / x)
-TWIN_UNARY(Abs, "Abs", std::fabs(x))
+TWIN_UNARY(Exp, std::exp(x))
+TWIN_UNARY(Rsqrt, 1.0f / std::sqrt(x))
+TWIN_UNARY(Sqrt, std::sqrt(x))
+TWIN_UNARY(Reciprocal, 1.0f / x)
+TWIN_UNARY(Abs, std::fabs(x))
 #undef TWIN_UNARY
 
 // Cast (API reference: "Cast"): the documented A2 pairs used here. Widening (half/bf16 ->
