@@ -13,8 +13,12 @@ Measures
 - meta_attention (HQ=32, HKV=8, D=128, bf16) vs SDPA flash on pure prefill (GQA through
   `enable_gqa`, no repeated K/V), vs SDPA over gathered paged KV and the paged-KV kernels that
   are installed (FlashInfer's batch decode, flash-attn's `flash_attn_with_kvcache(block_table=)`)
-  on pure decode, at large batch and at small batch with long context (B = 1..8, 8k-32k), and
-  one launch over a chat-like mixed batch vs per-stage launches.
+  on pure decode, at large batch and at small batch with long context (B = 1..8, 8k-32k; also
+  split over KV chunks as the planner cuts it, flash-decoding), and
+  one launch over a chat-like mixed batch vs per-stage launches;
+- the runtime path: the variants `open_artifacts` picks itself (compiled by `tilec compile`),
+  launched through Artifacts.linear / Artifacts.run eagerly (host cost of choosing, checking and
+  launching) and replayed from a CUDA graph, against the same variant launched directly.
 Times are triton.testing.do_bench medians with the 20th-80th percentile spread, on fresh random
 (never zero) inputs; every kernel is checked against torch before it is timed. A check that
 fails, a tile that cannot run or a baseline that is not installed is listed at the end (and a
@@ -235,7 +239,7 @@ def bench_gemm(dev, peaks, shapes, ms_list, configs):
     gen = torch.Generator(device=dev).manual_seed(0)
     for name, n, k in shapes:
         w = torch.randn(n, k, device=dev, generator=gen).to(torch.bfloat16) * 0.05
-        kerns = {c: specialise("smooth_gemm_t", DT="bf16", BM=c[0], BN=c[1], BK=c[2], K=k, N=n)
+        kerns = {c: specialise("smooth_gemm_t", DT="bf16", BM=c[0], BN=c[1], BK=c[2], GM=8, K=k, N=n)
                  for c in configs}
         for m in ms_list:
             a = (torch.randn(m, k, device=dev, generator=gen) + 0.01).to(torch.bfloat16)
@@ -338,6 +342,32 @@ def meta_launcher(case, q, kc, vc, bt, stages, bm, bn, dev):
     return go, out, p
 
 
+def meta_split_launcher(case, q, kc, vc, bt, stages, bm, bn, dev):
+    """(go, out, plan) running the batch split over KV chunks (meta_attention_split, then
+    attention_merge) as the planner cuts it for this device's SMs, or None if it would not split."""
+    from runtime.plan import plan, split_kv
+    from tilec.selftest import specialise
+    cores = 132 if DRY else torch.cuda.get_device_properties(0).multi_processor_count
+    p = plan(stages, case.num_kv_heads, case.group, bm, cores)
+    sp = split_kv(p)
+    if sp is None:
+        return None
+    g = dict(BM=bm, D=case.head_dim, G=case.group, DT="bf16")
+    out = torch.zeros_like(q)
+    n = sp.num_parts
+    op = torch.empty(n, bm, case.head_dim, device=dev, dtype=torch.float32)
+    lse = torch.empty(n, bm, device=dev, dtype=torch.float32)
+    tasks = torch.from_numpy(sp.tasks).to(dev)
+    part = tilec_launcher(specialise("meta_attention_split", BN=bn, **g), {
+        "Q": q, "KC": kc, "VC": vc, "OP": op, "LSE": lse, "BT": bt, "TASKS": tasks,
+        "KV": torch.from_numpy(sp.kv).to(dev), "TREE": torch.from_numpy(p.tree_mask.astype(np.int32)).to(dev),
+        "scale": float(case.scale)})
+    merge = tilec_launcher(specialise("attention_merge", **g), {
+        "OP": op, "LSE": lse, "O": out, "TASKS": tasks, "MERGE": torch.from_numpy(sp.merge).to(dev)})
+    p.split = sp
+    return (lambda: (part(), merge())), out, p
+
+
 def gather_kv(kc, bt, seq_rows, kv_len):
     """[B, HKV, L, D] contiguous K (or V) of equal-length sequences from the paged cache."""
     bs = kc.shape[1]
@@ -407,9 +437,9 @@ def decode_long(dev, rng, hq, hkv, hd, shapes, checker):
     """Small-batch, long-context decode: meta_attention vs gathered-KV SDPA and the paged-KV
     kernels that are installed; the best baseline is the one a reader would pick."""
     from tilec.testing.attention_cases import make_attention_case
-    log("| decode (batch x ctx) | meta (BM,BN) | tasks | meta µs | best paged baseline | its µs | "
-        "gather+SDPA µs | baseline/meta |")
-    log("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    log("| decode (batch x ctx) | meta (BM,BN) | tasks | meta µs | split-KV parts | split-KV µs | "
+        "best paged baseline | its µs | gather+SDPA µs | baseline/best meta |")
+    log("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
     for B, ctx in shapes:
         case = make_attention_case(rng, [("decode", ctx)] * B, hq, hkv, hd, BLOCK, "bf16",
                                    name=f"decode{B}x{ctx}", extra_blocks=2)
@@ -430,6 +460,15 @@ def decode_long(dev, rng, hq, hkv, hd, shapes, checker):
             PROBLEMS.append(f"meta_attention decode {B}x{ctx}: no tile ran")
             continue
         t_meta, cfg, ntask = best
+        t_split, parts = None, "-"
+        sl = meta_split_launcher(case, q, kc, vc, bt, case.stages, cfg[0], cfg[1], dev)
+        if sl is not None:
+            go, out, sp = sl
+            go()
+            if chk is not None:
+                chk(out, f"{cfg} split-KV")
+            t_split, parts = bench(go), sp.split.num_parts
+        t_best = min(t for t in (t_meta, t_split) if t is not None)
         t_g = bench(gathered) if not DRY else None
         base = (None, None)
         if not DRY:
@@ -444,8 +483,8 @@ def decode_long(dev, rng, hq, hkv, hd, shapes, checker):
                 if base[1] is None or t < base[1]:
                     base = (name, t)
         ref = base[1] if base[1] is not None else t_g
-        log(f"| {B} x {ctx} | {cfg} | {ntask} | {us(t_meta)} | {base[0] or '-'} | {us(base[1])} | "
-            f"{us(t_g)} | {'-' if ref is None else f'{ref / t_meta:.2f}'} |")
+        log(f"| {B} x {ctx} | {cfg} | {ntask} | {us(t_meta)} | {parts} | {us(t_split)} | "
+            f"{base[0] or '-'} | {us(base[1])} | {us(t_g)} | {'-' if ref is None else f'{ref / t_best:.2f}'} |")
     log()
 
 
@@ -587,6 +626,151 @@ def bench_attention(dev, peaks, hq, hkv, hd, prefill_ctx, decode_batch, decode_c
     return plots
 
 
+# ----------------------------------------------------------------------------- runtime path
+RUNTIME_KERNELS = ("smooth_gemm_t", "smooth_gemm_t_splitk", "gemm_reduce", "meta_attention",
+                   "meta_attention_split", "attention_merge")
+DRY_VARIANTS = {   # --dry-run: a handful of variants, so the sm_90 compile stays short on a CPU
+    "format": "tilec-variants", "format_version": 1, "kernels": {
+        "smooth_gemm_t": {"space": {"BM": [16], "BN": [32], "BK": [32], "GM": [8], "DT": ["bf16"]}},
+        "smooth_gemm_t_splitk": {"space": {"BM": [16], "BN": [64], "BK": [64], "DT": ["bf16"]}},
+        "gemm_reduce": {"space": {"BM": [16], "BN": [64], "DT": ["bf16"]}},
+        "meta_attention": {"space": {"BM": [16], "BN": [16], "D": [64], "G": [2], "DT": ["bf16"]}},
+        "meta_attention_split": {"space": {"BM": [16], "BN": [16], "D": [64], "G": [2], "DT": ["bf16"]}},
+        "attention_merge": {"space": {"BM": [16], "D": [64], "G": [2], "DT": ["bf16"]}}}}
+
+
+def compile_artifacts(target: str) -> str:
+    """``tilec compile -t TARGET`` of the GEMM and attention variants into a fresh directory:
+    what ``open_artifacts`` serves from (the same entries and launch options as the engine)."""
+    import json
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="bench-gpu-arts-")
+    cmd = [sys.executable, "-m", "tilec.cli", "compile", "-t", target, "-o", d, "--no-progress"]
+    for k in RUNTIME_KERNELS:
+        cmd += ["-k", k]
+    if DRY:
+        vf = os.path.join(d, "variants.json")
+        with open(vf, "w") as f:
+            json.dump(DRY_VARIANTS, f)
+        cmd += ["--variants", vf]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        raise RuntimeError(f"tilec compile failed: {(r.stderr or r.stdout).strip()[-300:]}")
+    log(f"runtime path: `tilec compile -t {target}` of {', '.join(RUNTIME_KERNELS)} in "
+        f"{time.time() - t0:.0f} s ({r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ''})\n")
+    return d
+
+
+def graph_of(fn, dev):
+    """A zero-argument replay of ``fn`` captured in a CUDA graph (after a warm-up call on a
+    side stream, as torch requires), or None with the reason listed in PROBLEMS."""
+    if DRY or dev != "cuda":
+        return None
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return g.replay
+    except Exception as e:
+        PROBLEMS.append(f"CUDA graph capture failed: {type(e).__name__}: {str(e)[:120]}")
+        return None
+
+
+def bench_runtime_path(dev, target, shapes, ms_list, att_cases):
+    """What a user of the runtime gets: open_artifacts' own variant choice (the default
+    selection table; no GPU tuning table exists yet) launched through Artifacts.linear /
+    Artifacts.run, eagerly (host cost of choosing, checking and launching included) and
+    replayed from a CUDA graph (host cost gone), against the same variant launched directly."""
+    from runtime.artifacts import open_artifacts
+    try:
+        arts = open_artifacts(compile_artifacts(target), backend="triton", target=target)
+    except Exception as e:
+        FAILED.append(f"runtime path: {e}")
+        PROBLEMS.append(f"FAILED runtime path not measured: {type(e).__name__}: {str(e)[:200]}")
+        return
+    if DRY:
+        log("runtime path: CUDA graphs and cuBLAS need a GPU; in --dry-run the runtime's choice is "
+            "launched (Triton interpreter) and checked against torch\n")
+    log("| GEMM (N x K) | M | runtime picks | direct µs | Artifacts.linear µs | host µs | "
+        "CUDA graph µs | cuBLAS µs | cuBLAS/graph |")
+    log("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    gen = torch.Generator(device=dev).manual_seed(3)
+    for name, n, k in shapes:
+        w = torch.randn(n, k, device=dev, generator=gen).to(torch.bfloat16) * 0.05
+        for m in ms_list:
+            x = (torch.randn(m, k, device=dev, generator=gen) + 0.01).to(torch.bfloat16)
+            ref = torch.nn.functional.linear(x.float(), w.float()).to(torch.bfloat16)
+            out = torch.full((m, n), float("nan"), device=dev, dtype=torch.bfloat16)
+            try:
+                arts.linear(x, w, out)
+            except Exception as e:
+                FAILED.append(f"Artifacts.linear {name} M={m}")
+                PROBLEMS.append(f"FAILED Artifacts.linear {name} M={m}: {type(e).__name__}: {str(e)[:150]}")
+                continue
+            if not close(out, ref, f"Artifacts.linear {name} M={m}"):
+                continue
+            from tilec.selftest import specialise
+            sk = arts.split_k(m, n, k, "bf16")
+            if sk is None:
+                _, binding = arts.gemm(m, n, k, "bf16")
+                direct = tilec_launcher(specialise("smooth_gemm_t", **binding), {"A": x, "W": w, "C": out})
+                pick = " ".join(f"{kk}={binding[kk]}" for kk in ("BM", "BN", "BK", "GM") if kk in binding)
+            else:               # the same two launches the runtime makes, without its host work
+                _, _, binding, chunks, ks = sk
+                cp = torch.empty(chunks, m, n, device=dev, dtype=torch.float32)
+                go_p = tilec_launcher(specialise("smooth_gemm_t_splitk", **binding),
+                                      {"A": x, "W": w, "CP": cp, "ks": ks})
+                go_r = tilec_launcher(specialise("gemm_reduce", BM=binding["BM"], BN=binding["BN"], DT="bf16"),
+                                      {"CP": cp, "C": out})
+                direct = lambda: (go_p(), go_r())
+                pick = (f"split-K {chunks} x {ks}: " +
+                        " ".join(f"{kk}={binding[kk]}" for kk in ("BM", "BN", "BK")))
+            t_dir, t_rt = bench(direct), bench(lambda: arts.linear(x, w, out))
+            replay = graph_of(lambda: arts.linear(x, w, out), dev)
+            t_g = bench(replay) if replay else None
+            t_cb = None if DRY else bench(lambda: torch.nn.functional.linear(x, w))
+            log(f"| {name} ({n}x{k}) | {m} | {pick} | {us(t_dir)} | {us(t_rt)} | "
+                f"{1e3 * (t_rt - t_dir):.1f} | {us(t_g)} | {us(t_cb)} | "
+                f"{'-' if t_g is None or t_cb is None else f'{t_cb / t_g:.2f}'} |")
+    log()
+    from tilec.testing.attention_cases import make_attention_case
+    from tilec.testing.oracle import attention_oracle
+    rng = np.random.default_rng(5)
+    log("| attention batch | runtime tiles (BM,BN) | tasks | plan+run µs | run µs | CUDA graph µs |")
+    log("| --- | --- | ---: | ---: | ---: | ---: |")
+    for label, spec, hq, hkv, hd in att_cases:
+        case = make_attention_case(rng, spec, hq, hkv, hd, BLOCK, "bf16", name=label, extra_blocks=2)
+        q, kc, vc, bt = to_dev(case, dev)
+        out = torch.zeros_like(q)
+        try:
+            p = arts.plan(case.stages, hkv, hq // hkv, hd, "bf16")
+            arts.run(p, q, kc, vc, bt, out, case.scale)
+        except Exception as e:
+            FAILED.append(f"Artifacts.run {label}")
+            PROBLEMS.append(f"FAILED Artifacts.run {label}: {type(e).__name__}: {str(e)[:150]}")
+            continue
+        if not close(out, torch.from_numpy(attention_oracle(case)).to(dev), f"Artifacts.run {label}"):
+            continue
+
+        def step():         # what an engine step pays: plan the batch, then run a layer
+            arts.run(arts.plan(case.stages, hkv, hq // hkv, hd, "bf16"), q, kc, vc, bt, out, case.scale)
+        t_step, t_run = bench(step), bench(lambda: arts.run(p, q, kc, vc, bt, out, case.scale))
+        replay = graph_of(lambda: arts.run(p, q, kc, vc, bt, out, case.scale), dev)
+        _, binding = arts.attention(p, hd, "bf16")
+        tiles = f"({binding['BM']},{binding['BN']})" + (
+            f", split-KV {p.split.num_parts} parts of {p.split.chunk} keys" if p.split is not None else "")
+        log(f"| {label} | {tiles} | {p.num_tasks} | {us(t_step)} | "
+            f"{us(t_run)} | {us(bench(replay) if replay else None)} |")
+    log()
+
+
 # ----------------------------------------------------------------------------- plots
 def save_plots(gemm_plot, att_plot, suffix):
     try:
@@ -662,7 +846,11 @@ def main() -> int:
                   [("prefill", 12, 20), ("decode", 30), ("decode", 5), ("verify", 3, 17),
                    ("decode", 40)])]
         att_plot = bench_attention(dev, peaks, 4, 2, 16, [16, 40], [2, 3], 24, mixed,
-                                   long_decode=[(1, 64), (2, 96)])
+                                   long_decode=[(1, 64), (1, 1100)])
+        bench_runtime_path(dev, "h100", [("tiny QKV", 96, 64), ("tiny Down", 64, 512)], [1, 33],
+                           [("1 prefill chunk + 2 decodes", [("prefill", 12, 20), ("decode", 30),
+                                                             ("decode", 5)], 4, 2, 64),
+                            ("2 decodes, one long (split-KV)", [("decode", 1100), ("decode", 40)], 4, 2, 64)])
     else:
         dev = "cuda"
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -682,6 +870,9 @@ def main() -> int:
         mixed.append(("chat: 2 prefill chunks + 8 verifies + 56 decodes", spec))
         att_plot = bench_attention(dev, peaks, HQ, HKV, HD, PREFILL_CTX, DECODE_BATCH,
                                    DECODE_CTX, mixed, long_decode=LONG_DECODE)
+        target = "h200" if "H200" in torch.cuda.get_device_name() else "h100"
+        bench_runtime_path(dev, target, LLAMA[:2] + QWEN[:1], [1, 16, 128, 1024],
+                           [(lab, spec, HQ, HKV, HD) for lab, spec in mixed])
     if not args.no_plots:
         save_plots(gemm_plot, att_plot, "_dryrun" if args.dry_run else "")
     log(f"total {time.time() - t0:.0f} s")

@@ -279,10 +279,13 @@ class Artifacts:
         return lk
 
     def _has_entry(self, backend: str, name: str, binding: dict) -> bool:
-        if backend == self.backend:
-            return (name, _bkey(binding)) in self._entries
-        return any(e.get("backend") == backend and e.get("target") == self.target and e.get("kernel") == name
-                   and _bkey(e.get("binding") or {}) == _bkey(binding) for e in self._manifest_entries.values())
+        """Whether exactly one entry of ``name`` for ``backend`` has ``binding`` (or includes it:
+        a table may leave out the consts the backend fixes, such as GEMM's GM)."""
+        if backend == self.backend and (name, _bkey(binding)) in self._entries:
+            return True
+        return sum(1 for e in self._manifest_entries.values()
+                   if e.get("backend") == backend and e.get("target") == self.target and e.get("kernel") == name
+                   and all((e.get("binding") or {}).get(k) == v for k, v in binding.items())) == 1
 
     def _sibling(self, backend: str) -> "Artifacts":
         """The same directory's entries of another backend for this target (where tuning
@@ -348,17 +351,54 @@ class Artifacts:
             bn = max((v for v in bns if N % v == 0), default=bns[-1])
             bk = max((v for v in bks if K % v == 0), default=bks[-1])
             nk = self._nk[(kname, dtype, N, K)] = (bn, bk)
-        binding = {"BM": bm, "BN": nk[0], "BK": nk[1], "DT": dtype}
-        if (kname, _bkey(binding)) not in self._entries:  # a sparse space: the closest variant with this BM
-            bs = self._avail[(kname, dtype)][0]
+        want = {"BM": bm, "BN": nk[0], "BK": nk[1], "DT": dtype}
+        bs = self._avail[(kname, dtype)][0]
+        # the entry with that tile (its other consts, such as GM, are what the backend built)
+        binding = next((dict(b) for b in bs if all(b[k] == v for k, v in want.items())), None)
+        if binding is None:           # a sparse space: the closest variant with this BM
             cands = [b for b in bs if b["BM"] == bm] or bs
             binding = dict(max(cands, key=lambda b: (N % b["BN"] == 0, K % b["BK"] == 0, b["BN"], b["BK"])))
         return self.kernel(kname, **binding), binding
 
-    def linear(self, x, w, out=None, bias=None):
+    def split_k(self, M: int, N: int, K: int, dtype: str, chunks: int | None = None):
+        """``(split kernel, reduce kernel, binding, chunks, ks)`` when ``x @ w^T`` should run
+        split over K, else None. ``chunks`` None: the rule, on the triton backend only (a
+        GPU's SMs): split when the output tiles fill at most half the cores, into as many
+        chunks of K as fill them, each at least 4 BK steps long; 1: never; n >= 2: n chunks
+        (when the directory has the split kernels)."""
+        if (chunks is not None and chunks < 2) or (chunks is None and self.backend != "triton"):
+            return None
+        q = 1 << (max(int(M), 1) - 1).bit_length()
+        key = ("splitk", dtype, N, K, q, chunks)
+        if key in self._rule_memo:
+            return self._rule_memo[key]
+        hit = None
+        cands = [e.binding for (k, _), e in self._entries.items()
+                 if k == "smooth_gemm_t_splitk" and e.binding.get("DT") == dtype]
+        if cands:
+            bms = sorted({b["BM"] for b in cands})
+            bm = next((v for v in bms if v >= q), bms[-1])
+            b = max((b for b in cands if b["BM"] == bm),
+                    key=lambda b: (N % b["BN"] == 0, K % b["BK"] == 0, b["BN"], b["BK"]))
+            red = {"BM": b["BM"], "BN": b["BN"], "DT": dtype}
+            has_red = any(k == "gemm_reduce" and all(e.binding.get(n) == v for n, v in red.items())
+                          for (k, _), e in self._entries.items())
+            tiles = -(-q // b["BM"]) * -(-N // b["BN"])
+            n = chunks if chunks is not None else (
+                min(self.num_cores // tiles, K // (4 * b["BK"])) if 2 * tiles <= self.num_cores else 1)
+            if has_red and n >= 2:
+                ks = -(-(-(-K // n)) // b["BK"]) * b["BK"]        # a multiple of BK
+                n = -(-K // ks)
+                if n >= 2:
+                    hit = (self.kernel("smooth_gemm_t_splitk", **b), self.kernel("gemm_reduce", **red),
+                           dict(b), n, ks)
+        self._rule_memo[key] = hit
+        return hit
+
+    def linear(self, x, w, out=None, bias=None, split_k: int | None = None):
         """``C = x @ w^T (+ bias)`` (x [M, K], w [N, K], bias [N]) through the selected variant;
         rows past M are virtual padding (nothing is copied or padded). Returns ``out``
-        (allocated if None)."""
+        (allocated if None). ``split_k``: see ``split_k`` (None: the rule)."""
         xt, wt = _chk.as_tensor(x, "linear: x"), _chk.as_tensor(w, "linear: w")
         _chk.check_2d(xt, "linear: x")
         _chk.check_2d(wt, "linear: w")
@@ -375,8 +415,15 @@ class Artifacts:
             _chk.check_same(xt, bt, "linear: bias", "x")
         if M:
             dt = _chk.dtype_name(xt, "linear: x")
-            kernel, _ = self.gemm(M, N, K, dt, trans_b=True)
-            kernel({"A": xt, "W": wt, "C": c})
+            sk = self.split_k(M, N, K, dt, split_k)
+            if sk is not None:
+                part, red, _, n, ks = sk
+                cp = self._workspace(xt.device, n * M * N, 0)[0].view(n, M, N)
+                part({"A": xt, "W": wt, "CP": cp, "ks": ks})
+                red({"CP": cp, "C": c})
+            else:
+                kernel, _ = self.gemm(M, N, K, dt, trans_b=True)
+                kernel({"A": xt, "W": wt, "C": c})
             if bias is not None:
                 self._pick("bias_add", dt, {}, _fit_rows("BM", M), (_bucket(M),))({"X": c, "B": bt})
         return _chk.like_input(c, x if out is None else out)
@@ -591,9 +638,11 @@ class Artifacts:
         return out
 
     def plan(self, stages, num_kv_heads: int, group: int, head_dim: int, dtype: str = "f16",
-             num_cores: int | None = None) -> _plan.Plan:
+             num_cores: int | None = None, split_kv: bool | None = None) -> _plan.Plan:
         """The step's attention plan with this directory's tiles (plan once, run every layer).
-        Stages must cover Q tokens 0 .. T-1 without overlap or gap."""
+        Stages must cover Q tokens 0 .. T-1 without overlap or gap. ``split_kv``: cut the tasks
+        into KV chunks when they under-fill the cores (runtime.plan.split_kv); None splits on the
+        triton backend (a GPU's SMs) when the directory has the split kernels for the tile."""
         key = ("tiles", group, head_dim, dtype)
         tiles = self._attn_memo.get(key) or self.attention_tiles(group, head_dim, dtype)
         kinds = {s.kind for s in stages} or set(_plan.KINDS)
@@ -604,7 +653,30 @@ class Artifacts:
         except ValueError as e:
             raise InvalidArgument(f"plan: {e}") from None
         _chk.check_stages_cover(p.tokens)
+        if split_kv is None:
+            split_kv = self.backend == "triton"
+        if split_kv and self._split_kernels(p, head_dim, dtype) is not None:
+            p.split = _plan.split_kv(p)
         return p
+
+    def _split_kernels(self, plan: _plan.Plan, head_dim: int, dtype: str):
+        """(split kernel, merge kernel) for the plan's tile, or None when the directory lacks
+        either (then the plan runs unsplit)."""
+        key = ("split", plan.bm, plan.group, head_dim, dtype)
+        if key not in self._attn_memo:
+            want = {"BM": plan.bm, "D": head_dim, "G": plan.group, "DT": dtype}
+            parts = sorted(e.binding["BN"] for (k, _), e in self._entries.items()
+                           if k == "meta_attention_split" and all(e.binding.get(n) == v for n, v in want.items()))
+            merge = [e for (k, _), e in self._entries.items()
+                     if k == "attention_merge" and all(e.binding.get(n) == v for n, v in want.items())]
+            if not parts or not merge:
+                self._attn_memo[key] = None
+            else:
+                bn = self.attention(plan, head_dim, dtype)[1]["BN"]
+                bn = bn if bn in parts else parts[0]
+                self._attn_memo[key] = (self.kernel("meta_attention_split", BN=bn, **want),
+                                        self.kernel("attention_merge", **want))
+        return self._attn_memo[key]
 
     def attention(self, plan: _plan.Plan, head_dim: int, dtype: str = "f16"):
         """``(kernel, binding)`` of the meta_attention variant for the plan's tile."""
@@ -633,18 +705,50 @@ class Artifacts:
                                   f"got q with {HQ} heads and caches with {int(kc.shape[2])} KV heads")
         if int(kc.shape[3]) != D:
             raise InvalidArgument(f"attention: q has head dim {D}, the caches {int(kc.shape[3])}")
+        if int(kc.shape[1]) < 1:     # the kernel's `j % BS` needs a block of at least one slot
+            raise InvalidArgument(f"attention: the caches' block size is {int(kc.shape[1])}; it must be >= 1")
         if T != plan.num_tokens:
             raise InvalidArgument(f"attention: the plan covers {plan.num_tokens} query tokens, q has {T}")
         _chk.check_same(qt, kc, "attention: k_cache", "q")
         _chk.check_same(qt, vc, "attention: v_cache", "q")
         ot = _chk.check_out(out, (T, HQ, D), qt, "attention: out")
-        tasks, tree, bt = self._plan_tensors(plan, block_table, int(kc.shape[0]), int(kc.shape[1]), qt.device)
+        tasks, tree, bt, kv, merge = self._plan_tensors(plan, block_table, int(kc.shape[0]),
+                                                        int(kc.shape[1]), qt.device)
         if not plan.num_tasks:
             return None
-        kernel, _ = self.attention(plan, D, _chk.dtype_name(qt, "attention: q"))
-        return kernel({
-            "Q": qt, "KC": kc, "VC": vc, "O": ot, "BT": bt, "TASKS": tasks, "TREE": tree,
-            "scale": float(scale) if scale is not None else 1.0 / float(np.sqrt(D))})
+        dt = _chk.dtype_name(qt, "attention: q")
+        scale = float(scale) if scale is not None else 1.0 / float(np.sqrt(D))
+        if plan.split is not None:
+            return self._run_split(plan, qt, kc, vc, ot, bt, tasks, tree, kv, merge, scale, dt)
+        kernel, _ = self.attention(plan, D, dt)
+        return kernel({"Q": qt, "KC": kc, "VC": vc, "O": ot, "BT": bt, "TASKS": tasks, "TREE": tree,
+                       "scale": scale})
+
+    def _run_split(self, plan, qt, kc, vc, ot, bt, tasks, tree, kv, merge, scale, dt):
+        """Split-KV: one program per KV chunk into f32 partials, then one merge per task."""
+        pair = self._split_kernels(plan, int(qt.shape[2]), dt)
+        if pair is None:
+            raise ArtifactError(f"{self.path}: the plan is split into KV chunks but the directory has no "
+                                f"meta_attention_split / attention_merge variant with BM={plan.bm} G={plan.group} "
+                                f"D={int(qt.shape[2])} DT={dt}; run: {_cmd(self.target, self.path)}")
+        part, comb = pair
+        n, bm, d = plan.split.num_parts, plan.bm, int(qt.shape[2])
+        op, lse = self._workspace(qt.device, n * bm * d, n * bm)
+        op, lse = op.view(n, bm, d), lse.view(n, bm)
+        part({"Q": qt, "KC": kc, "VC": vc, "OP": op, "LSE": lse, "BT": bt, "TASKS": tasks, "KV": kv,
+              "TREE": tree, "scale": scale})
+        return comb({"OP": op, "LSE": lse, "O": ot, "TASKS": tasks, "MERGE": merge})
+
+    def _workspace(self, device, op_numel: int, lse_numel: int):
+        """f32 partials of a split run (attention's outputs and log-sum-exps, split-K's tiles):
+        one pair of buffers per device, grown (never shrunk) so that a CUDA graph replay keeps
+        pointing at them."""
+        key = ("split-ws", str(device))
+        ws = self._buffers.get(key)
+        if ws is None or ws[0].numel() < op_numel or ws[1].numel() < lse_numel:
+            ws = self._buffers[key] = (torch.empty(max(op_numel, 1), dtype=torch.float32, device=device),
+                                       torch.empty(max(lse_numel, 1), dtype=torch.float32, device=device))
+        return ws[0][:op_numel], ws[1][:lse_numel]
 
     def _plan_tensors(self, plan: _plan.Plan, block_table, num_blocks: int, block_size: int, device):
         """(task table, tree mask, block table) as tensors on ``device`` for ``plan``; the
@@ -662,13 +766,20 @@ class Artifacts:
                                   f"{tuple(btt.shape)}")
         host_bt = btt.cpu().numpy() if btt.device.type != "cpu" else btt.numpy()
         _chk.check_block_table(plan.tokens, host_bt, num_blocks, block_size)
-        tasks = torch.from_numpy(plan.task_table)
+        sp = plan.split
+        tasks = torch.from_numpy(plan.task_table if sp is None else sp.tasks)
         tree = torch.from_numpy(plan.tree_mask)
+        kv = merge = None
         if torch.device(device).type != "cpu":
-            tasks, tree, btt = self._device_buffers(device).fill(tasks, tree, btt)
+            buf = self._device_buffers(device)
+            tasks, tree, btt = buf.fill(tasks, tree, btt)
+            if sp is not None:
+                kv, merge = buf.fill_split(torch.from_numpy(sp.kv), torch.from_numpy(sp.merge))
+        elif sp is not None:
+            kv, merge = torch.from_numpy(sp.kv), torch.from_numpy(sp.merge)
         memo.clear()        # one live binding per plan: a plan serves one step
-        memo[key] = (block_table, (tasks, tree, btt))
-        return tasks, tree, btt
+        memo[key] = (block_table, (tasks, tree, btt, kv, merge))
+        return tasks, tree, btt, kv, merge
 
     def _device_buffers(self, device) -> "_PlanBuffers":
         key = str(device)
@@ -688,6 +799,8 @@ class _PlanBuffers:
         self.tasks = torch.zeros((tasks, _plan.TASK_COLS), dtype=torch.int32, device=device)
         self.tree = torch.zeros(tree, dtype=torch.int32, device=device)
         self.table = torch.zeros(table, dtype=torch.int32, device=device)
+        self.kv = torch.zeros((tasks, 2), dtype=torch.int32, device=device)
+        self.merge = torch.zeros((tasks, 2), dtype=torch.int32, device=device)
 
     def _fit(self, name: str, numel: int):
         buf = getattr(self, name)
@@ -710,6 +823,13 @@ class _PlanBuffers:
             b = self._fit("table", bt.numel())[: bt.numel()].view(bt.shape)
             b.copy_(bt, non_blocking=True)
         return t, m, b
+
+    def fill_split(self, kv: torch.Tensor, merge: torch.Tensor):
+        k = self._fit("kv", kv.numel())[: kv.shape[0]]
+        k.copy_(kv, non_blocking=True)
+        g = self._fit("merge", merge.numel())[: merge.shape[0]]
+        g.copy_(merge, non_blocking=True)
+        return k, g
 
 
 def open_artifacts(path, backend: str = "cpu", target: str = "cpu", tuning: bool = True) -> Artifacts:

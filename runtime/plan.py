@@ -44,7 +44,7 @@ __all__ = [
     "Stage", "TokenTable", "Plan",
     "tokens_per_task", "token_table", "build_tasks", "task_costs",
     "symmetric_round_robin_assign", "round_robin_assign", "core_loads", "balance",
-    "reorder", "plan",
+    "reorder", "plan", "KvSplit", "split_kv", "SPLIT_ALIGN", "SPLIT_MIN_KEYS",
 ]
 
 # ---------------------------------------------------------------------------- ABI
@@ -555,6 +555,7 @@ class Plan:
     num_kv_heads: int
     group: int
     bm: int
+    split: Optional["KvSplit"] = None   # set by split_kv: run as chunks + merge instead
 
     @property
     def num_tasks(self) -> int:
@@ -599,3 +600,65 @@ def plan(stages: Sequence[Stage], num_kv_heads: int, group: int, bm: int, num_co
     return Plan(task_table=tasks, tree_mask=tree_mask, tokens=tt, assignment=assignment,
                 costs=costs, balance=bal, num_cores=int(num_cores),
                 num_kv_heads=int(num_kv_heads), group=int(group), bm=int(bm))
+
+
+# ---------------------------------------------------------------------------- split-KV
+#: Chunk starts are multiples of this (every BN a variant space has divides it), so each
+#: chunk's KV tiles line up with the unsplit kernel's.
+SPLIT_ALIGN = 128
+#: Fewest keys a chunk gets: below this the merge costs more than the parallelism gains.
+SPLIT_MIN_KEYS = 512
+
+
+@dataclass
+class KvSplit:
+    """A plan's tasks cut into KV chunks (flash-decoding): meta_attention_split runs one
+    program per part and attention_merge one per original task.
+
+    tasks: int32 [NP, TASK_COLS] the task row of each part (copied from its task);
+    kv:    int32 [NP, 2] the part's keys [start, stop) (clipped to the task's visible keys by
+           the kernel); start a multiple of SPLIT_ALIGN;
+    merge: int32 [NU, 2] per task of the plan: its first part and number of parts."""
+    tasks: np.ndarray
+    kv: np.ndarray
+    merge: np.ndarray
+    chunk: int
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.tasks.shape[0])
+
+
+def split_kv(p: Plan, min_keys: int = SPLIT_MIN_KEYS) -> Optional[KvSplit]:
+    """Cut the plan's tasks into KV chunks when they are too few to fill its cores, or None
+    when splitting would not help (the cores are full, or no task has 2 chunks' worth of
+    keys). The chunk size spreads the batch's visible keys over one wave of the cores (at most
+    num_cores parts), a multiple of SPLIT_ALIGN and at least ``min_keys``."""
+    n = p.num_tasks
+    if n == 0 or n >= p.num_cores:
+        return None
+    t = p.task_table
+    q_rows = t[:, COL_Q_ROWS].astype(np.int64)
+    kv_len = t[:, COL_KV_LEN].astype(np.int64)
+    vis = np.where(t[:, COL_MASK] == MASK_TREE, kv_len,
+                   np.minimum(kv_len, t[:, COL_Q_POS].astype(np.int64) + q_rows))
+    total = int(vis.sum())
+    chunk = max(min_keys, -(-total // p.num_cores))
+    chunk = -(-chunk // SPLIT_ALIGN) * SPLIT_ALIGN
+    parts = np.maximum(1, -(-vis // chunk))
+    while int(parts.sum()) > p.num_cores:     # rounding up spilled into a second wave
+        chunk += SPLIT_ALIGN
+        parts = np.maximum(1, -(-vis // chunk))
+    if int(parts.max()) < 2:
+        return None
+    np_ = int(parts.sum())
+    first = np.zeros(n, np.int64)
+    np.cumsum(parts[:-1], out=first[1:])
+    owner = np.repeat(np.arange(n), parts)
+    k = np.arange(np_, dtype=np.int64) - first[owner]       # chunk index within its task
+    kv = np.stack([k * chunk, (k + 1) * chunk], axis=1)
+    merge = np.stack([first, parts], axis=1)
+    if kv.max(initial=0) > _I32_MAX:
+        raise ValueError(f"split_kv: a chunk bound {int(kv.max())} overflows int32")
+    return KvSplit(tasks=np.ascontiguousarray(t[owner]), kv=kv.astype(np.int32),
+                   merge=merge.astype(np.int32), chunk=chunk)

@@ -383,7 +383,7 @@ def tune(d, target: str, model: ModelShapes, budget: int = DEFAULT_BUDGET, dtype
                 "buckets": {}})
             dkey = ckey(0, default)
             row["buckets"][str(q)] = {
-                "binding": {k: chosen[k] for k in ("BM", "BN", "BK", "DT")},
+                "binding": dict(chosen),
                 "backend": methods[ci].backend,
                 "seconds": times[best],
                 "default": dkey, "default_seconds": times.get(dkey),

@@ -10,7 +10,8 @@ cartesian product of its values, minus the combinations a constraint rejects:
 
 Optional ``backend_constraints`` (backend -> constraints) hold only for that backend's
 entries: e.g. Triton needs power-of-2 tile extents, so a BM = 48 variant is built for cpu but
-not for triton (``backend_allows``).
+not for triton (``backend_allows``). An optional ``backends`` list builds the kernel for those
+backends only (split-KV attention has no Ascend lowering).
 
 Plain JSON only; constraints are evaluated by a tiny interpreter (never ``eval``).
 """
@@ -67,6 +68,9 @@ def _check_spec(spec, where: str) -> None:
     cons = spec.get("constraints", [])
     if not isinstance(cons, list) or not all(isinstance(c, str) for c in cons):
         raise VariantError(f"{where}: 'constraints' must be a list of strings")
+    bks = spec.get("backends", [])
+    if not isinstance(bks, list) or not all(isinstance(b, str) for b in bks):
+        raise VariantError(f"{where}: 'backends' must be a list of backend names")
     bcons = spec.get("backend_constraints", {})
     if not isinstance(bcons, dict) or not all(
             isinstance(v, list) and all(isinstance(c, str) for c in v) for v in bcons.values()):
@@ -152,7 +156,10 @@ def expand(spec: dict) -> list[dict]:
 
 
 def backend_allows(spec: dict, binding: dict, backend: str) -> bool:
-    """Whether ``binding`` passes ``spec``'s constraints for ``backend`` (if it has any)."""
+    """Whether ``binding`` passes ``spec``'s constraints for ``backend`` (if it has any), and
+    the kernel is built for ``backend`` at all (``backends``, when the spec lists them)."""
+    if "backends" in spec and backend not in spec["backends"]:
+        return False
     return all(_eval(_compile(c), binding, c)
                for c in spec.get("backend_constraints", {}).get(backend, []))
 

@@ -364,7 +364,7 @@ class _Emitter:
                 return f"(!{x})" if dt == "bool" else f"({ct})(~{x})"
             if k == "abs":
                 return f"std::fabs({x})" if D.is_float(dt) else f"({ct})({x} < 0 ? 0 - {x} : {x})"
-            fn = {"exp": "tl::vexp", "exp2": "std::exp2", "log": "std::log", "sqrt": "std::sqrt",
+            fn = {"exp": "tl::vexp", "exp2": "tl::vexp2", "log": "std::log", "sqrt": "std::sqrt",
                   "rsqrt": "1.0f / std::sqrt", "sigmoid": "tl::sigm"}.get(k)
             if fn is None or not D.is_float(dt):
                 raise NativeUnsupported(f"native backend: unary op {k} on {dt}")

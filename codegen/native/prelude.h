@@ -49,6 +49,28 @@ static inline float vexp(float x) {
     y = x < lo ? 0.0f : y;
     return x != x ? x : y;
 }
+// 2^x the same way: n = round(x), 2^(x - n) = e^((x - n) ln 2) by the polynomial above (the
+// base-2 softmax's exp2 stays vectorised; std::exp2 is a library call per element)
+static inline float vexp2(float x) {
+    const float hi = 128.0f, lo = -126.0f;
+    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    const float n = std::floor(xc + 0.5f);
+    const float n1 = n > 127.0f ? 127.0f : n;      // 2^128 does not fit the exponent field
+    const float r = (xc - n) * 0.693147180559945309f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t e = ((int32_t)n1 + 127) << 23;
+    float scale; std::memcpy(&scale, &e, 4);
+    float y = p * scale * (1.0f + (n - n1));
+    y = x > hi ? INFINITY : y;
+    y = x < lo ? 0.0f : y;
+    return x != x ? x : y;
+}
 static inline float sigm(float x) { return 1.0f / (1.0f + vexp(-x)); }
 template <class T> static inline T idiv(T a, T b, int* err) {     // truncating, as C and Triton
     if (b == 0) { *err = 1; return 0; }

@@ -131,6 +131,25 @@ def _index_shapes(op: Op) -> list[tuple]:
     return out
 
 
+def _unbroadcast(v: Value) -> Value:
+    """The tile a ``broadcast`` grew (same rank, size-1 axes): addresses and masks are built
+    at the indices' own shapes and broadcast once by the final add / by tl.load itself, rather
+    than as full-block i32 tiles each widened and multiplied in i64 (the register pressure that
+    made paged-KV loads spill)."""
+    while v.owner is not None and getattr(v.owner, "name", None) == "broadcast":
+        v = v.owner.operands[0]
+    return v
+
+
+def _peeled_shape(op: Op) -> tuple:
+    """The block shape the address expression has once each index is un-broadcast."""
+    kinds = op.attrs["index"]
+    shapes = _index_shapes(op)
+    out = [s if k[0] == "slice" else tuple(_unbroadcast(v).type.shape)
+           for k, s, v in zip(kinds, shapes, op.operands[1:1 + len(kinds)])]
+    return tuple(np.broadcast_shapes(*out)) if out else ()
+
+
 def _access_shape(op: Op) -> tuple:
     return tuple(np.broadcast_shapes(*_index_shapes(op))) if op.attrs["index"] else ()
 
@@ -402,6 +421,7 @@ class _Emitter:
                 start = self.ref(v)
                 e = ar if start == "0" else f"({start} + {ar})"
             else:
+                v = _unbroadcast(v)
                 e = self.ref(v)
             if op.attrs["masked"][axis] and not e.isidentifier():
                 # name the index so the bounds check does not recompute it
@@ -417,16 +437,24 @@ class _Emitter:
             wide = e if k[0] != "slice" and v in self.lits else f"{e}.to(tl.int64)"
             terms.append(f"{wide} * {stride}")
         ptr = " + ".join([base] + terms)
+        shape = _access_shape(op)
+        if shape and _peeled_shape(op) != shape:     # no index spans some axis of the block
+            ptr = f"tl.broadcast_to({ptr}, {_shape(shape)})"
         return ptr, checks
 
-    def _mask(self, checks: list[str], explicit: str | None) -> str | None:
+    def _mask(self, checks: list[str], explicit: str | None, shape: tuple = ()) -> str | None:
         parts = list(checks) + ([explicit] if explicit else [])
         if not parts:
             return None
         if self.interpret:
             # Triton's interpreter can turn `bool & scalar-bool` into 0/1 integers, which its
-            # load/store then reject ("mask has unsupported dtype"): re-derive a bool
-            return "(" + " & ".join(f"({p})" for p in parts) + ") != 0"
+            # load/store then reject ("mask has unsupported dtype"): re-derive a bool; and it
+            # does not broadcast a scalar mask over a block itself
+            m = "(" + " & ".join(f"({p})" for p in parts) + ")"
+            if not shape:
+                return f"{m} != 0"
+            # (its broadcast_to of a scalar bool yields a dtype its load rejects; arithmetic does not)
+            return f"(tl.zeros({_shape(shape)}, tl.int32) + {m}.to(tl.int32)) != 0"
         return " & ".join(f"({p})" if "&" in p and len(parts) > 1 else p for p in parts)
 
     def load(self, op: Op, depth: int) -> None:
@@ -435,13 +463,13 @@ class _Emitter:
         ptr, checks = self._address(op, depth)
         explicit = other = None
         if op.attrs["has_mask"]:
-            explicit = self.tref(rest.pop(0))
+            explicit = self.tref(_unbroadcast(rest.pop(0)))
         dt = op.result.type.dtype
         if op.attrs["has_other"]:
             o = rest[0]
             # the reference casts `other` to the tensor's dtype
             other = _lit(o.owner.attrs["value"], dt) if o in self.lits else self.cast(o, dt)
-        mask = self._mask(checks, explicit)
+        mask = self._mask(checks, explicit, _access_shape(op))
         name = self.bind(op.result)
         p = self.fresh(f"{name}_ptr")
         self.line(depth, f"{p} = {ptr}")
@@ -460,8 +488,8 @@ class _Emitter:
         tdt = op.operands[0].type.dtype
         if rest[0].type.dtype != tdt:
             value = self.cast(rest[0], tdt)
-        explicit = self.tref(rest[1]) if op.attrs["has_mask"] else None
-        mask = self._mask(checks, explicit)
+        explicit = self.tref(_unbroadcast(rest[1])) if op.attrs["has_mask"] else None
+        mask = self._mask(checks, explicit, _access_shape(op))
         p = self.fresh(f"{self.names[op.operands[0]]}_ptr")
         self.line(depth, f"{p} = {ptr}")
         if mask is None:

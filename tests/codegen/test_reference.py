@@ -100,7 +100,8 @@ kernel divs(A: i32[N], B: i32[N], Q: i32[N], R: i32[N], BN: const = 8):
 
 
 def test_bounds_claims_are_checked():
-    # K is specialised to 64 and BK divides it: the analysis drops the K mask
+    # K is specialised to 64 and BK divides it: the analysis drops the K mask (and the M mask:
+    # program_id(0) < M, the size of the grid's axis)
     src = """
 kernel rows(X: f32[M, K], Y: f32[M], BK: const = 16):
     grid(M)
@@ -112,7 +113,9 @@ kernel rows(X: f32[M, K], Y: f32[M], BK: const = 16):
 """
     k = k1(src, K=64)
     load = next(op for op in k.walk() if op.name == "load")
-    assert load.attrs["masked"] == [True, False]
+    assert load.attrs["masked"] == [False, False]      # and m = program_id(0) < M, the grid's size
+    wide = k1(src.replace("grid(M)", "grid(M + 1)"), K=64)     # a grid past M: the row is checked
+    assert next(op for op in wide.walk() if op.name == "load").attrs["masked"] == [True, False]
     x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
     y = np.zeros(3, np.float32)
     run(k, {"X": x, "Y": y})

@@ -66,6 +66,24 @@ def test_gemm_matches_reference(dt, trans, m):
     _close(tri, O.gemm_oracle(a, b, trans_b=trans), dt)
 
 
+@pytest.mark.parametrize("trans", [False, True])
+def test_grouped_tile_order_covers_every_tile_once(trans):
+    """GM > 1 (grouped program order, smooth_gemm.tile) on 7 x 3 tiles: groups of 4 tile rows,
+    the last one short; every output tile written once, on the reference and on Triton."""
+    rng = np.random.default_rng(7)
+    name = "smooth_gemm_t" if trans else "smooth_gemm"
+    kern = specialise(name, DT="f16", BM=16, BN=32, BK=32, GM=4)
+    m, k, n = 100, 64, 96
+    a = _rand(rng, (m, k), "f16")
+    b = _rand(rng, (n, k) if trans else (k, n), "f16")
+    c = np.full((m, n), np.nan, np.float16)
+    [(ref, tri)] = _both(kern, {"A": a, ("W" if trans else "B"): b, "C": c}, ["C"])
+    _close(ref, O.gemm_oracle(a, b, trans_b=trans), "f16")
+    _close(tri, ref, "f16")
+    plain = T.emit_source(specialise(name, DT="f16", BM=16, BN=32, BK=32))[0]
+    assert "tl.minimum" in T.emit_source(kern)[0] and "tl.minimum" not in plain   # GM = 1: no remap
+
+
 def test_gemm_static_dims_and_noncontiguous_inputs():
     rng = np.random.default_rng(1)
     kern = specialise("smooth_gemm", DT="f16", BM=32, BN=32, BK=32, K=64, N=32)
@@ -141,6 +159,47 @@ def test_attention_matches_reference(name):
     [(ref, tri)] = _both(kern, args, ["O"])
     _close(tri, ref, dt)
     _close(tri, O.attention_oracle(case), dt)
+
+
+def test_split_kv_chunks_and_merge_match_reference():
+    """meta_attention_split over KV chunks, then attention_merge: Triton equals the reference and
+    both equal the oracle (a long decode, a tree verify and a prefill chunk, each cut in chunks)."""
+    from runtime.plan import split_kv
+    stages = [AC.decode(700), AC.verify(4, 650, True), AC.prefill(6, 600)]
+    case = AC.make_attention_case(np.random.default_rng(8), stages, 4, 2, 32, 8, "f16", name="split")
+    p, args = attention_args(case, 16, num_cores=64)
+    sp = split_kv(p, min_keys=256)
+    assert sp is not None and int(sp.merge[:, 1].max()) >= 2
+    part = specialise("meta_attention_split", DT="f16", BM=16, BN=16, D=32, G=2)
+    merge = specialise("attention_merge", DT="f16", BM=16, D=32, G=2)
+    n = sp.num_parts
+    pargs = {k: args[k] for k in ("Q", "KC", "VC", "BT", "TREE", "scale")}
+    pargs.update(OP=np.full((n, 16, 32), np.nan, np.float32), LSE=np.full((n, 16), np.nan, np.float32),
+                 TASKS=sp.tasks, KV=sp.kv)
+    [(op_r, op_t), (lse_r, lse_t)] = _both(part, pargs, ["OP", "LSE"])
+    np.testing.assert_allclose(op_t, op_r, atol=2e-3, rtol=2e-3)
+    np.testing.assert_allclose(lse_t, lse_r, atol=1e-3, rtol=1e-5)
+    margs = {"OP": op_r, "LSE": lse_r, "O": args["O"], "TASKS": sp.tasks, "MERGE": sp.merge}
+    [(ref, tri)] = _both(merge, margs, ["O"])
+    _close(tri, ref, "f16")
+    _close(tri, O.attention_oracle(case), "f16")
+
+
+@pytest.mark.parametrize("dt", ["f16", "bf16"])
+def test_split_k_gemm_and_reduce_match_reference(dt):
+    """smooth_gemm_t_splitk over 3 chunks of K (the last one ragged), then gemm_reduce."""
+    rng = np.random.default_rng(9)
+    m, n, k, ks = 5, 96, 200, 64
+    kern = specialise("smooth_gemm_t_splitk", DT=dt, BM=16, BN=64, BK=32)
+    red = specialise("gemm_reduce", DT=dt, BM=16, BN=64)
+    a, w = _rand(rng, (m, k), dt), _rand(rng, (n, k), dt)
+    sk = -(-k // ks)
+    [(cp_r, cp_t)] = _both(kern, {"A": a, "W": w, "CP": np.full((sk, m, n), np.nan, np.float32),
+                                  "ks": ks}, ["CP"])
+    np.testing.assert_allclose(cp_t, cp_r, atol=1e-3, rtol=1e-3)
+    [(ref, tri)] = _both(red, {"CP": cp_r, "C": np.full((m, n), np.nan, D.to_numpy(dt))}, ["C"])
+    _close(tri, ref, dt)
+    _close(tri, O.gemm_oracle(a, w, trans_b=True), dt)
 
 
 # ------------------------------------------------------------------------ integer ops

@@ -30,7 +30,7 @@ def _copy(src, tmp_path):
 
 def test_selection_table(art_dir):
     arts = open_artifacts(art_dir)
-    assert arts.gemm(1, 64, 64, "f16")[1] == {"BM": 16, "BN": 32, "BK": 32, "DT": "f16"}
+    assert arts.gemm(1, 64, 64, "f16")[1] == {"BM": 16, "BN": 32, "BK": 32, "GM": 1, "DT": "f16"}
     assert arts.gemm(17, 64, 64, "f16")[1]["BM"] == 32
     assert arts.gemm(1000, 64, 64, "f16")[1]["BM"] == 32   # no larger BM: the largest
     k1, _ = arts.gemm(3, 64, 64, "f16")

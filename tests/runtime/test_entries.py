@@ -179,7 +179,7 @@ def test_h100_entries_hold_sm90_binaries_and_figures(tmp_path):
     """tilec compile -t h100 on a machine without a GPU: the binary and its figures."""
     pytest.importorskip("triton")
     jobs = [j for j in cache.library_jobs([("h100", "triton")], ["smooth_gemm_t"])
-            if j.binding_dict == {"BM": 64, "BN": 64, "BK": 32, "DT": "f16"}]
+            if j.binding_dict == {"BM": 64, "BN": 64, "BK": 32, "GM": 8, "DT": "f16"}]
     assert cache.compile_jobs(jobs, tmp_path).failed == 0
     (e,) = cache.read_manifest(tmp_path)["entries"].values()
     assert {"kernel.py", "kernel_interp.py", "kernel.cubin", "kernel.ptx", "signature.json"} <= set(e["files"])

@@ -15,7 +15,7 @@ def test_ir_prints_specialised_ir():
                                   "-D", "BM=64", "-D", "DT=bf16", "-D", "K=4096"])
     assert r.exit_code == 0, r.output
     assert "kernel @smooth_gemm(%A: tensor<bf16[M,4096]>" in r.output
-    assert "consts(BM=64, BN=32, BK=32, DT=bf16)" in r.output
+    assert "consts(BM=64, BN=32, BK=32, GM=1, DT=bf16)" in r.output
 
 
 def test_ir_bad_define_and_unknown_kernel():

@@ -37,7 +37,7 @@ def test_verifier_rejects_type_mismatch():
 def test_verifier_rejects_use_before_definition():
     k = compile_file(find_kernel("smooth_gemm"), "smooth_gemm")["smooth_gemm"]
     ops = k.body.ops
-    ops.insert(0, ops.pop(2))
+    ops.insert(0, ops.pop(next(i for i, o in enumerate(ops) if o.name == "store")))
     with pytest.raises(IRVerifyError, match="before its definition"):
         verify(k)
 

@@ -2,8 +2,10 @@
 
 The attention lowering is pattern-based (like lower.py's GEMM): it accepts a kernel whose
 signature is meta_attention's (Q, KC, VC, O, BT, TASKS[.,10], TREE, scale; consts BM, BN,
-D, G, DT) and whose body holds one KV loop with the GEMM-softmax-GEMM chain (dot, reduce
-max, exp, reduce sum, dot). Anything else gets an AscendLoweringError naming file:line:col.
+D, G, DT) and whose body holds the GEMM-softmax-GEMM chain (dot, reduce max, exp or exp2,
+reduce sum, dot) in one KV loop, or in two consecutive ones (the tiles every row sees whole,
+then the masked rest: the same chain split by where the mask is needed; the Ascend program
+masks per tile itself). Anything else gets an AscendLoweringError naming file:line:col.
 """
 from __future__ import annotations
 
@@ -62,13 +64,21 @@ def recognise(kernel) -> AttentionSpec:
         if not isinstance(c.get(name), int):
             _fail(kernel, first, f"const '{name}' must be bound to an integer")
     loops = [op for op in kernel.body.ops if op.name == "for"]
-    if len(loops) != 1:
-        _fail(kernel, loops[1] if len(loops) > 1 else first,
-              f"expected exactly one KV loop, found {len(loops)}")
-    loop = loops[0]
+    if len(loops) not in (1, 2):
+        _fail(kernel, loops[2] if len(loops) > 2 else first,
+              f"expected one KV loop (or an unmasked and a masked one), found {len(loops)}")
+    for loop in loops:
+        _check_loop(kernel, loop)
+    loop = loops[-1]
+    return AttentionSpec(kernel.name, roles, kernel.scalars[0].hint or "scale", c["BM"], c["BN"],
+                         c["D"], c["G"], dt, where(kernel, loop))
+
+
+def _check_loop(kernel, loop) -> None:
     inner = [op for op in loop.walk()]
     names = [(o.name, o.attrs.get("op") or o.attrs.get("kind") or "") for o in inner]
-    for need in (("dot", ""), ("reduce", "max"), ("unary", "exp"), ("reduce", "sum")):
+    exp = ("unary", "exp2") if ("unary", "exp2") in names else ("unary", "exp")
+    for need in (("dot", ""), ("reduce", "max"), exp, ("reduce", "sum")):
         if need not in names:
             _fail(kernel, loop, f"KV loop lacks the softmax chain: no '{' '.join(need).strip()}'")
     if sum(1 for n, _ in names if n == "dot") != 2:
@@ -77,5 +87,3 @@ def recognise(kernel) -> AttentionSpec:
         if op.name in ("for", "if") and op is not loop:
             _fail(kernel, op, f"{construct(op)} nested inside the KV loop is not supported; the KV loop "
                               f"body must be straight-line code")
-    return AttentionSpec(kernel.name, roles, kernel.scalars[0].hint or "scale", c["BM"], c["BN"],
-                         c["D"], c["G"], dt, where(kernel, loop))
