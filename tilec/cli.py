@@ -305,8 +305,12 @@ def compile_cmd(sources, target_list, out, backend, jobs_n, kernels, variants_pa
         bar.close()
         _fail(f"{out}: {e.strerror or e}")
     bar.close()
+    # one copy of each distinct error: a broken source fails every variant the same way
+    counts: dict[str, int] = {}
     for err in stats.errors:
-        click.echo(err, err=True)
+        counts[err] = counts.get(err, 0) + 1
+    for err, n in counts.items():
+        click.echo(err + (f"\n(the same error for {n} variants)" if n > 1 else ""), err=True)
     if stats.superseded:
         click.echo(f"removed {stats.superseded} entries an earlier tilec built (this is tilec "
                    f"{compiler_version()}; their keys can never match)")

@@ -167,14 +167,15 @@ def launch_options(signature: Signature) -> dict:
 def num_warps_for(signature: Signature) -> int:
     """The stated rule until GPU tuning picks, from the sm_90 spill check (4 warps spill where
     this gives 8): attention, 8 warps when its BM x D accumulator or BN x D K/V tile has 8192
-    elements or more; GEMM, when the f32 accumulator and the two operand tiles together have
-    12288 or more (64x64x64 and up); any other kernel, when its BM x BN tile has 8192; else 4."""
+    elements or more; GEMM, when the f32 accumulator or an operand tile has 8192, or the three
+    together 12288 (64x64x64 and up); any other kernel, when its BM x BN tile has 8192; else 4."""
     c = signature.consts
     bm, bn, bk, d = c.get("BM", 0), c.get("BN", 0), c.get("BK", 0), c.get("D", 0)
     if "G" in c:
         return 8 if max(bm * d, bn * d) >= 8192 else 4
     if bk:
-        return 8 if bm * bn + bm * bk + bn * bk >= 12288 else 4
+        tiles = (bm * bn, bm * bk, bn * bk)
+        return 8 if max(tiles) >= 8192 or sum(tiles) >= 12288 else 4
     return 8 if bm * bn >= 8192 else 4
 
 

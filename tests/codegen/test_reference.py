@@ -99,6 +99,37 @@ kernel divs(A: i32[N], B: i32[N], Q: i32[N], R: i32[N], BN: const = 8):
     np.testing.assert_array_equal(r, a - np.trunc(a / b).astype(np.int32) * b)
 
 
+_RANGES = """
+kernel ranges(X: f32[N, D], Y: f32[N, D], I: i32[N], BN: const = 16, D: const = 32):
+    grid(1)
+    j = arange(0, BN)
+    d = arange(0, D)
+    i = load(I[j])
+    a = load(X[j[:, None] % N, d[None, :]])
+    b = load(X[(j - 1)[:, None] % N, d[None, :]])
+    c = load(X[i[:, None], (d + 1)[None, :] % D])
+    store(Y[j[:, None] % N, d[None, :]], a + b + c)
+"""
+
+
+def test_bounds_by_value_ranges():
+    """arange(0, D) on a dim of D, x % N with x >= 0 on the dim N and (x + 1) % D need no
+    check; a possibly negative x % N (C remainder), a loaded index and arange(0, BN) on the
+    runtime dim N keep theirs. The reference run checks every claim."""
+    k = k1(_RANGES)
+    masked = [op.attrs["masked"] for op in k.walk() if op.name in ("load", "store")]
+    assert masked == [[True], [False, False], [True, False], [True, False], [False, False]]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 32)).astype(np.float32)
+    y = np.zeros_like(x)
+    idx = rng.integers(0, 20, 20).astype(np.int32)
+    run(k, {"X": x, "Y": y, "I": idx})
+    j = np.arange(16)
+    prev = np.vstack([np.zeros((1, 32), np.float32), x[j[1:] - 1]])   # (-1) % 20 is -1: masked, 0
+    exp = x[j] + prev + x[idx[:16]][:, (np.arange(32) + 1) % 32]
+    np.testing.assert_allclose(y[:16], exp, rtol=1e-5, atol=1e-6)
+
+
 def test_bounds_claims_are_checked():
     # K is specialised to 64 and BK divides it: the analysis drops the K mask (and the M mask:
     # program_id(0) < M, the size of the grid's axis)

@@ -74,3 +74,12 @@ def test_emit_triton_rejects_non_power_of_two_tiles():
                                   "-D", "BN=96"])
     assert r.exit_code == 1
     assert "power-of-2" in r.output
+
+
+def test_compile_prints_an_error_shared_by_many_variants_once(tmp_path):
+    src = tmp_path / "bad.tile"
+    src.write_text("kernel bad(X: f32[N], BN: const = 16):\n    grid(1)\n    store(X[0 : BN], nope)\n")
+    r = CliRunner().invoke(main, ["compile", str(src), "-t", "cpu,ascend910b2", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert r.output.count("unknown name 'nope'") == 1 and "(the same error for 2 variants)" in r.output
+    assert "failed 2 (2 variants" in r.output
