@@ -2,6 +2,7 @@
 f32 partials, then the merge) equal to the oracle on every kind of stage."""
 import numpy as np
 import pytest
+import torch
 
 from runtime import plan as P
 from runtime.artifacts import open_artifacts
@@ -79,3 +80,28 @@ def test_split_is_off_by_default_on_cpu_backends(split_arts):
     case = make_attention_case(rng, [decode(3000)], 4, 1, 64, 16, "f16")
     assert arts.plan(case.stages, 1, 4, 64, num_cores=64).split is None
     assert arts.plan(case.stages, 1, 4, 64, num_cores=64, split_kv=True).split is not None
+
+
+def test_triton_backend_splits_on_its_own(tmp_path):
+    """On the triton backend (target h100: 132 SMs) the runtime splits by itself: a long decode
+    over KV chunks, a decode-sized GEMM over K; both through Triton (its interpreter here)."""
+    pytest.importorskip("triton")
+    att = {"BM": 16, "D": 64, "G": 4}
+    want = {"meta_attention": dict(att, BN=16), "meta_attention_split": dict(att, BN=16), "attention_merge": att,
+            "smooth_gemm_t": {"BM": 16, "BN": 64, "BK": 64},
+            "smooth_gemm_t_splitk": {"BM": 16, "BN": 64, "BK": 64}, "gemm_reduce": {"BM": 16, "BN": 64}}
+    jobs = [j for j in cache.library_jobs([("h100", "triton")], kernels=list(want))
+            if j.binding_dict["DT"] == "f16" and all(j.binding_dict[k] == v for k, v in want[j.kernel].items())]
+    assert len(jobs) == len(want) and cache.compile_jobs(jobs, tmp_path).failed == 0
+    arts = open_artifacts(tmp_path, backend="triton", target="h100")
+    rng = np.random.default_rng(4)
+    case = make_attention_case(rng, [decode(1100), decode(30)], 8, 2, 64, 16, "f16")
+    p = arts.plan(case.stages, 2, 4, 64)
+    assert p.split is not None and p.split.num_parts > p.num_tasks
+    out = np.zeros_like(case.q)
+    arts.run(p, case.q, case.k_cache, case.v_cache, case.block_table, out, case.scale)
+    assert_close(out, attention_oracle(case), what="triton split-KV attention")
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 512, generator=g).half(), torch.randn(64, 512, generator=g).half()
+    assert arts.split_k(3, 64, 512, "f16") is not None
+    torch.testing.assert_close(arts.linear(x, w).float(), x.float() @ w.float().T, atol=0.1, rtol=2e-2)
