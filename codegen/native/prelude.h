@@ -29,44 +29,39 @@ template <class T> static inline T imx(T a, T b) { return a > b ? a : b; }
 template <class T> static inline T imn(T a, T b) { return a < b ? a : b; }
 // exp as straight-line code the compiler vectorises (Cephes' expf: Cody-Waite reduction by
 // ln 2, a degree-6 polynomial, the exponent put in by bits); about 1 ulp, NaN propagates,
-// overflow gives inf, and results below the smallest normal float flush to 0
-static inline float vexp(float x) {
-    const float hi = 88.3762626647949f, lo = -87.3365447505531f;
-    const float xc = x > hi ? hi : (x < lo ? lo : x);
-    const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
-    const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+// overflow gives inf, and results below the smallest normal float flush to 0.
+// e^r for |r| <= ln(2) / 2 (the polynomial), and 2^n for an integer n in [-126, 127] (by bits)
+static inline float exp_poly(float r) {
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    return p * r * r + r + 1.0f;
+}
+static inline float pow2i(float n) {
     const int32_t e = ((int32_t)n + 127) << 23;
     float scale; std::memcpy(&scale, &e, 4);
-    float y = p * scale;
+    return scale;
+}
+static inline float vexp(float x) {
+    const float hi = 88.3762626647949f, lo = -87.3365447505531f;
+    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+    float y = exp_poly((xc - n * 0.693359375f) + n * 2.12194440e-4f) * pow2i(n);
     y = x > hi ? INFINITY : y;
     y = x < lo ? 0.0f : y;
     return x != x ? x : y;
 }
-// 2^x the same way: n = round(x), 2^(x - n) = e^((x - n) ln 2) by the polynomial above (the
-// base-2 softmax's exp2 stays vectorised; std::exp2 is a library call per element)
+// 2^x the same way: n = round(x), 2^(x - n) = e^((x - n) ln 2) (the base-2 softmax's exp2
+// stays vectorised; std::exp2 is a library call per element)
 static inline float vexp2(float x) {
     const float hi = 128.0f, lo = -126.0f;
     const float xc = x > hi ? hi : (x < lo ? lo : x);
     const float n = std::floor(xc + 0.5f);
     const float n1 = n > 127.0f ? 127.0f : n;      // 2^128 does not fit the exponent field
-    const float r = (xc - n) * 0.693147180559945309f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t e = ((int32_t)n1 + 127) << 23;
-    float scale; std::memcpy(&scale, &e, 4);
-    float y = p * scale * (1.0f + (n - n1));
+    float y = exp_poly((xc - n) * 0.693147180559945309f) * pow2i(n1) * (1.0f + (n - n1));
     y = x > hi ? INFINITY : y;
     y = x < lo ? 0.0f : y;
     return x != x ? x : y;
