@@ -81,6 +81,10 @@ def _cmd(target: str, out, kernel: str | None = None) -> str:
     return f"tilec compile --target {target} --out {out}{k}"
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _bucket(m: int) -> int:
     m = max(1, min(int(m), M_CAP))
     return 1 << (m - 1).bit_length()
@@ -383,12 +387,12 @@ class Artifacts:
             red = {"BM": b["BM"], "BN": b["BN"], "DT": dtype}
             has_red = any(k == "gemm_reduce" and all(e.binding.get(n) == v for n, v in red.items())
                           for (k, _), e in self._entries.items())
-            tiles = -(-q // b["BM"]) * -(-N // b["BN"])
+            tiles = _cdiv(q, b["BM"]) * _cdiv(N, b["BN"])
             n = chunks if chunks is not None else (
                 min(self.num_cores // tiles, K // (4 * b["BK"])) if 2 * tiles <= self.num_cores else 1)
             if has_red and n >= 2:
-                ks = -(-(-(-K // n)) // b["BK"]) * b["BK"]        # a multiple of BK
-                n = -(-K // ks)
+                ks = _cdiv(_cdiv(K, n), b["BK"]) * b["BK"]        # a multiple of BK
+                n = _cdiv(K, ks)
                 if n >= 2:
                     hit = (self.kernel("smooth_gemm_t_splitk", **b), self.kernel("gemm_reduce", **red),
                            dict(b), n, ks)
@@ -751,10 +755,11 @@ class Artifacts:
         return ws[0][:op_numel], ws[1][:lse_numel]
 
     def _plan_tensors(self, plan: _plan.Plan, block_table, num_blocks: int, block_size: int, device):
-        """(task table, tree mask, block table) as tensors on ``device`` for ``plan``; the
-        block table's indices are checked against the plan and the cache once per (plan,
-        block table, cache geometry), and on CUDA the three go into this directory's
-        persistent buffers once per plan."""
+        """(task table, tree mask, block table, chunk table, merge table) as tensors on
+        ``device`` for ``plan`` (a split plan's task table holds its parts; the last two are
+        None when it is not split); the block table's indices are checked against the plan and
+        the cache once per (plan, block table, cache geometry), and on CUDA the tables go into
+        this directory's persistent buffers once per plan."""
         memo = plan.__dict__.setdefault("_runtime", {})
         key = (id(block_table), num_blocks, block_size, str(device))
         hit = memo.get(key)

@@ -119,7 +119,7 @@ def _ranges(kernel: Kernel) -> dict[Value, _Range]:
             name, res = op.name, op.results[0] if op.results else None
             if res is not None and not D.is_int(res.type.dtype):
                 res = None
-            if name == "for":
+            if name == "for":           # lo <= iv < hi: the frontend requires a positive step
                 iv = op.regions[0].args[0]
                 lo, hi = r(op.operands[0]), r(op.operands[1])
                 rng[iv] = _Range(lo.lo, None if hi.hi is None else hi.hi - 1, hi.below)
