@@ -260,6 +260,11 @@ class Artifacts:
     def variants(self, kernel: str) -> list[dict]:
         return [dict(e.binding) for (k, _), e in self._entries.items() if k == kernel]
 
+    def _bindings(self, kernel: str, want: dict) -> list[dict]:
+        """The bindings of this backend's entries of ``kernel`` that include ``want``."""
+        return [e.binding for (k, _), e in self._entries.items()
+                if k == kernel and all(e.binding.get(n) == v for n, v in want.items())]
+
     # ------------------------------------------------------------------ loading
 
     def kernel(self, name: str, **binding) -> LoadedKernel:
@@ -377,16 +382,14 @@ class Artifacts:
         if key in self._rule_memo:
             return self._rule_memo[key]
         hit = None
-        cands = [e.binding for (k, _), e in self._entries.items()
-                 if k == "smooth_gemm_t_splitk" and e.binding.get("DT") == dtype]
+        cands = self._bindings("smooth_gemm_t_splitk", {"DT": dtype})
         if cands:
             bms = sorted({b["BM"] for b in cands})
             bm = next((v for v in bms if v >= q), bms[-1])
             b = max((b for b in cands if b["BM"] == bm),
                     key=lambda b: (N % b["BN"] == 0, K % b["BK"] == 0, b["BN"], b["BK"]))
             red = {"BM": b["BM"], "BN": b["BN"], "DT": dtype}
-            has_red = any(k == "gemm_reduce" and all(e.binding.get(n) == v for n, v in red.items())
-                          for (k, _), e in self._entries.items())
+            has_red = bool(self._bindings("gemm_reduce", red))
             tiles = _cdiv(q, b["BM"]) * _cdiv(N, b["BN"])
             n = chunks if chunks is not None else (
                 min(self.num_cores // tiles, K // (4 * b["BK"])) if 2 * tiles <= self.num_cores else 1)
@@ -448,9 +451,7 @@ class Artifacts:
         hit = self._rule_memo.get(mk)
         if hit is not None:
             return hit
-        cands = [e.binding for (kn, _), e in self._entries.items()
-                 if kn == kname and e.binding.get("DT") == dtype
-                 and all(e.binding.get(k) == v for k, v in want.items())]
+        cands = self._bindings(kname, dict(want, DT=dtype))
         if prefer is not None:
             cands = [b for b in cands if prefer(b) is not None]
         if not cands:
@@ -669,10 +670,8 @@ class Artifacts:
         key = ("split", plan.bm, plan.group, head_dim, dtype)
         if key not in self._attn_memo:
             want = {"BM": plan.bm, "D": head_dim, "G": plan.group, "DT": dtype}
-            parts = sorted(e.binding["BN"] for (k, _), e in self._entries.items()
-                           if k == "meta_attention_split" and all(e.binding.get(n) == v for n, v in want.items()))
-            merge = [e for (k, _), e in self._entries.items()
-                     if k == "attention_merge" and all(e.binding.get(n) == v for n, v in want.items())]
+            parts = sorted(b["BN"] for b in self._bindings("meta_attention_split", want))
+            merge = self._bindings("attention_merge", want)
             if not parts or not merge:
                 self._attn_memo[key] = None
             else:
